@@ -1,0 +1,744 @@
+"""CREMA: a frozen BLIP-2 (ViT + Q-Former + T5) that reads any number of modalities through per-modality MMQA adapters.
+
+Data flow for one clip (DESIGN §1):
+  modality m inputs -> frozen encoder (pre-LayerNorm states) -> MMQA_m input LayerNorm (+ projection)
+  -> frozen Q-Former routed to LoRA_m, with m's own query tokens -> MMQA_m language projection -> (B, G, Q, H)
+  major modality (+ frame prefixes) ++ self-gated fusion of the supportive ones (or their plain concatenation)
+  ++ prompt embeddings -> frozen T5 -> answer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from peft import LoraConfig
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoModel, AutoModelForSeq2SeqLM, GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.models.blip_2.modeling_blip_2 import Blip2QFormerModel, Blip2VisionModel
+from transformers.utils import ModelOutput, cached_file, logging
+
+from .adapters import (
+    adapter_state_dict,
+    inject_modality_adapter,
+    load_adapter_state_dict,
+    modality_lora_config,
+    modality_module,
+    read_adapter_folder,
+    remove_modality_adapter,
+    route_to_modality,
+    write_adapter_folder,
+)
+from .configuration_crema import CremaConfig, make_modality_spec
+from .fusion import SelfGatedFusion
+from .mmqa import ModalityQueryAdapter, QueryTokens, kaiming_uniform_, sinusoidal_point_embedding
+from .saving import atomic_directory
+
+logger = logging.get_logger(__name__)
+
+ADAPTERS_FOLDER = "adapters"
+FUSION_FOLDER = "fusion"
+FUSION_CONFIG_NAME = "fusion_config.json"
+FUSION_WEIGHTS_NAME = "fusion.safetensors"
+#: Per-modality input keys are `{modality}_{suffix}`.
+MODALITY_INPUT_SUFFIXES = ("pixel_values", "input_values", "features", "attention_mask", "coordinates")
+#: Extra keyword arguments that `forward` passes on to the language model.
+LANGUAGE_MODEL_KWARGS = ("output_attentions", "output_hidden_states", "use_cache", "past_key_values", "encoder_outputs")
+
+
+@dataclass
+class CremaForConditionalGenerationOutput(ModelOutput):
+    """
+    loss: seq2seq cross-entropy on the answer tokens (when `labels` are given).
+    logits: (B, answer_length, vocab) scores of the language model.
+    modality_embeds: per modality, its MMQA output in LLM space, (B, G, num_query_tokens, text_hidden).
+    inputs_embeds / attention_mask: what the language-model encoder saw (visual tokens then the prompt).
+    used_modalities: the modalities that contributed, in order.
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    modality_embeds: dict[str, torch.Tensor] | None = None
+    inputs_embeds: torch.Tensor | None = None
+    attention_mask: torch.Tensor | None = None
+    used_modalities: list[str] | None = None
+    language_model_outputs: Any = None
+
+
+class CremaPreTrainedModel(PreTrainedModel):
+    config: CremaConfig
+    config_class = CremaConfig
+    base_model_prefix = "crema"
+    main_input_name = "input_ids"
+    input_modalities = ("image", "video", "audio", "text")
+    supports_gradient_checkpointing = False
+    _supports_sdpa = True
+    _supports_attention_backend = True
+    _keep_in_fp32_modules = ["query_tokens", "qformer", "mmqa"]
+    _no_split_modules = ["Blip2Attention", "Blip2QFormerMultiHeadAttention", "Blip2EncoderLayer", "T5Block"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        std = self.config.initializer_range
+        # Zero queries would reach the Q-Former LayerNorm (eps 1e-12) as constant rows: start them random.
+        if isinstance(module, CremaForConditionalGeneration):
+            init.normal_(module.query_tokens, mean=0.0, std=std)
+        elif isinstance(module, QueryTokens):
+            init.normal_(module.weight, mean=0.0, std=std)
+
+
+class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
+    """Frozen BLIP-2 backbone + one MMQA PEFT adapter per modality + the self-gated fusion.
+
+    Only the MMQA adapters (`lora_*` in the Q-Former and `mmqa.<m>`) and `fusion` are trainable.
+    """
+
+    _auto_class = "AutoModelForImageTextToText"
+    accepts_loss_kwargs = False
+
+    def __init__(self, config: CremaConfig):
+        super().__init__(config)
+        self.vision_model = Blip2VisionModel._from_config(config.vision_config)
+        self.audio_model = AutoModel.from_config(config.audio_config) if config.audio_config is not None else None
+        # BLIP-2's own query tokens and language projection: every new modality's MMQA starts as a copy of them.
+        self.query_tokens = nn.Parameter(torch.zeros(1, config.num_query_tokens, config.qformer_config.hidden_size))
+        self.qformer = Blip2QFormerModel._from_config(config.qformer_config)
+        self.language_projection = nn.Linear(config.qformer_config.hidden_size, config.text_config.d_model)
+        self.language_model = AutoModelForSeq2SeqLM.from_config(config.text_config)
+        self.mmqa = nn.ModuleDict()
+        self.fusion: SelfGatedFusion | None = None
+        self.post_init()
+
+        requested, fusion_modalities = config.modalities, config.fusion_modalities
+        config.modalities, config.fusion_modalities = [], None
+        for spec in requested:
+            self.add_modality(**spec)
+        if config.use_fusion and fusion_modalities:
+            self.set_fusion(fusion_modalities)
+        self._update_trainable_parameters()
+
+    # ----------------------------------------------------------------------------------------- backbone plumbing
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
+
+    def get_encoder(self, modality: str | None = None):
+        return self.language_model.get_encoder() if modality is None else super().get_encoder(modality=modality)
+
+    def train(self, mode: bool = True) -> "CremaForConditionalGeneration":
+        """Frozen encoders and the LLM always run in eval mode (no dropout), as at inference."""
+        super().train(mode)
+        for frozen in (self.vision_model, self.audio_model, self.language_model):
+            if frozen is not None:
+                frozen.eval()
+        return self
+
+    def _update_trainable_parameters(self) -> None:
+        """Freezes everything except LoRA weights, the trainable MMQA copies and the fusion."""
+        for name, parameter in self.named_parameters():
+            parameter.requires_grad_(is_trainable_parameter_name(name))
+
+    # ----------------------------------------------------------------------------------------- modality adapters
+    def add_modality(
+        self,
+        name: str,
+        encoder: str | None = None,
+        feature_size: int | None = None,
+        prefix: str | None = None,
+        prefix_token_ids: list[int] | None = None,
+        lora_config: LoraConfig | None = None,
+    ) -> None:
+        """Attaches a new MMQA adapter for modality `name`, initialised from BLIP-2's queries and projection.
+
+        The frozen backbone is untouched; the adapter is one PEFT adapter named `name`.
+        """
+        if name in self.mmqa:
+            raise ValueError(f"Modality {name!r} already has an adapter; `remove_modality({name!r})` first.")
+        spec = make_modality_spec(name, encoder, feature_size, prefix, prefix_token_ids)
+        if spec["feature_size"] is None:
+            spec["feature_size"] = self.config.default_feature_size(spec["encoder"])
+        if spec["encoder"] == "audio" and self.audio_model is not None:
+            if spec["feature_size"] != self.config.audio_config.hidden_size:
+                raise ValueError(
+                    f"Modality {name!r}: feature_size {spec['feature_size']} differs from the audio encoder's width "
+                    f"{self.config.audio_config.hidden_size}."
+                )
+        self.mmqa[name] = self._new_query_adapter(spec["feature_size"])
+        lora_config = lora_config or modality_lora_config(
+            name,
+            self.config.lora_rank,
+            self.config.lora_alpha,
+            self.config.lora_dropout,
+            base_model_name_or_path=self.config.name_or_path or None,
+        )
+        inject_modality_adapter(self, lora_config, name)
+        self.config.modalities = self.config.modalities + [spec]
+        self._update_trainable_parameters()
+
+    def _new_query_adapter(self, feature_size: int) -> ModalityQueryAdapter:
+        config = self.config
+        adapter = ModalityQueryAdapter(
+            feature_size=feature_size,
+            encoder_hidden_size=config.vision_config.hidden_size,
+            qformer_hidden_size=config.qformer_config.hidden_size,
+            text_hidden_size=config.text_config.d_model,
+            num_query_tokens=config.num_query_tokens,
+            layer_norm_eps=config.vision_config.layer_norm_eps,
+        ).to(device=self.query_tokens.device)
+        with torch.no_grad():
+            adapter.query_tokens.weight.copy_(self.query_tokens)
+            adapter.language_projection.load_state_dict(self.language_projection.state_dict())
+            if adapter.input_projection is None:
+                adapter.input_layernorm.load_state_dict(self.vision_model.post_layernorm.state_dict())
+            else:
+                kaiming_uniform_(adapter.input_projection)
+        return adapter
+
+    def remove_modality(self, name: str) -> None:
+        """Detaches modality `name` (its LoRA, queries and projections); the backbone is untouched."""
+        self.config.modality(name)
+        remove_modality_adapter(self, name)
+        self.config.modalities = [spec for spec in self.config.modalities if spec["name"] != name]
+
+    def save_adapter(self, save_directory: str | os.PathLike, modality: str) -> None:
+        """Writes modality `modality` as a plain PEFT adapter folder (atomically)."""
+        spec = self.config.modality(modality)
+        write_adapter_folder(save_directory, self.peft_config[modality], adapter_state_dict(self, modality), spec)
+
+    def load_adapter(
+        self,
+        pretrained_model_name_or_path: str | os.PathLike,
+        adapter_name: str | None = None,
+        subfolder: str | None = None,
+        **hub_kwargs: Any,
+    ) -> str:
+        """Loads a modality adapter from a folder or Hub repo; replaces a loaded one of the same name (hot swap).
+
+        Returns the modality name. The backbone is never reloaded.
+        """
+        lora_config, tensors, saved_spec = read_adapter_folder(pretrained_model_name_or_path, subfolder, **hub_kwargs)
+        name = adapter_name or (saved_spec or {}).get("name") or os.path.basename(os.path.normpath(str(subfolder or pretrained_model_name_or_path)))
+        spec = dict(saved_spec or {})
+        spec.pop("name", None)
+        spec.setdefault("feature_size", _infer_feature_size(tensors, self.config.vision_config.hidden_size))
+        previous = None
+        if name in self.mmqa:
+            previous = (self.config.modality(name), adapter_state_dict(self, name), self.peft_config[name])
+            self.remove_modality(name)
+        lora_config.modules_to_save = [f"mmqa.{name}"]
+        try:
+            self.add_modality(name, lora_config=lora_config, **spec)
+            load_adapter_state_dict(self, name, tensors)
+        except ValueError:
+            if name in self.mmqa:
+                self.remove_modality(name)
+            if previous is not None:  # a failed swap keeps the adapter that was there
+                old_spec, old_tensors, old_config = previous
+                self.add_modality(lora_config=old_config, **old_spec)
+                load_adapter_state_dict(self, name, old_tensors)
+            raise
+        self._update_trainable_parameters()
+        return name
+
+    def push_adapter_to_hub(
+        self,
+        repo_id: str,
+        modality: str,
+        private: bool | None = None,
+        token: str | bool | None = None,
+        commit_message: str | None = None,
+    ) -> str:
+        """Pushes one modality adapter to its own Hub repo; returns the commit URL."""
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        with tempfile.TemporaryDirectory() as staging:
+            folder = os.path.join(staging, modality)
+            self.save_adapter(folder, modality)
+            commit = api.upload_folder(
+                repo_id=repo_id,
+                folder_path=folder,
+                commit_message=commit_message or f"Upload CREMA {modality} adapter",
+            )
+        return str(commit)
+
+    # ----------------------------------------------------------------------------------------------------- fusion
+    def set_fusion(self, modalities: list[str] | None) -> None:
+        """Builds a fresh self-gated fusion over `modalities` (major first); `None` switches to plain concat."""
+        if not modalities:
+            self.fusion, self.config.fusion_modalities, self.config.use_fusion = None, None, False
+            return
+        for name in modalities:
+            self.config.modality(name)
+        self.fusion = SelfGatedFusion(self.config.text_config.d_model, list(modalities)).to(self.query_tokens.device)
+        self.config.fusion_modalities, self.config.use_fusion = list(modalities), True
+        self._update_trainable_parameters()
+
+    def save_fusion(self, save_directory: str | os.PathLike) -> None:
+        if self.fusion is None:
+            raise ValueError("This model has no fusion module (plain concatenation); nothing to save.")
+        with atomic_directory(save_directory) as staging:
+            with open(os.path.join(staging, FUSION_CONFIG_NAME), "w") as handle:
+                json.dump({"modalities": self.fusion.modalities, "hidden_size": self.fusion.hidden_size}, handle)
+            save_file(
+                {k: v.detach().contiguous() for k, v in self.fusion.state_dict().items()},
+                os.path.join(staging, FUSION_WEIGHTS_NAME),
+                metadata={"format": "pt"},
+            )
+
+    def load_fusion(self, pretrained_model_name_or_path: str | os.PathLike, subfolder: str | None = None, **hub_kwargs):
+        """Loads a fusion module; its modalities must all have adapters on this model."""
+        config_file = cached_file(str(pretrained_model_name_or_path), FUSION_CONFIG_NAME, subfolder=subfolder or "", **hub_kwargs)
+        weights_file = cached_file(str(pretrained_model_name_or_path), FUSION_WEIGHTS_NAME, subfolder=subfolder or "", **hub_kwargs)
+        with open(config_file) as handle:
+            saved = json.load(handle)
+        missing = [name for name in saved["modalities"] if name not in self.mmqa]
+        if missing:
+            raise ValueError(
+                f"The fusion was trained on modalities {saved['modalities']}, but this model has no adapter for "
+                f"{missing}; load those adapters first."
+            )
+        if saved["hidden_size"] != self.config.text_config.d_model:
+            raise ValueError(
+                f"The fusion was saved for LLM width {saved['hidden_size']}, this model's is {self.config.text_config.d_model}."
+            )
+        self.set_fusion(saved["modalities"])
+        self.fusion.load_state_dict(load_file(weights_file))
+
+    def set_prefix_tokens(self, tokenizer) -> None:
+        """Stores the token ids of the frame prefixes ("Frame 1: ", ...) and of each modality's prefix."""
+        template = self.config.frame_prefix_template
+        self.config.frame_prefix_token_ids = [
+            tokenizer(template.format(i=i + 1), add_special_tokens=False).input_ids for i in range(self.config.num_frames)
+        ]
+        for spec in self.config.modalities:
+            spec["prefix_token_ids"] = tokenizer(spec["prefix"], add_special_tokens=False).input_ids
+
+    # ---------------------------------------------------------------------------------------------- encoding
+    @torch.no_grad()
+    def encode_frozen_features(self, modality: str, **inputs: torch.Tensor) -> torch.Tensor:
+        """Runs only the frozen encoder of `modality`: (B, G, N, D) pre-LayerNorm states (what feature caches hold).
+
+        Takes `{m}_pixel_values` (B, T, 3, H, W) for visual modalities, `{m}_input_values` (B, S, ...) for audio,
+        or returns validated `{m}_features` as they are.
+        """
+        spec = self.config.modality(modality)
+        features = inputs.get(f"{modality}_features")
+        if features is not None:
+            return self._check_features(spec, features)
+        if spec["encoder"] == "vision":
+            pixel_values = _require(inputs, modality, "pixel_values", "(B, T, 3, H, W) frames")
+            return self._encode_frames(spec, pixel_values)
+        if spec["encoder"] == "audio" and self.audio_model is not None:
+            input_values = _require(inputs, modality, "input_values", "(B, S, ...) per-segment audio inputs")
+            return self._encode_audio(spec, input_values)
+        raise ValueError(
+            f"Modality {modality!r} (encoder {spec['encoder']!r}) has no encoder in this model: pass precomputed "
+            f"`{modality}_features` of shape (B, N, {spec['feature_size']}) or (B, G, N, {spec['feature_size']})."
+        )
+
+    def _encode_frames(self, spec: dict, pixel_values: torch.Tensor) -> torch.Tensor:
+        name, size = spec["name"], self.config.vision_config.image_size
+        _check_finite(name, "pixel_values", pixel_values)
+        if pixel_values.ndim != 5 or pixel_values.shape[2] != 3 or tuple(pixel_values.shape[-2:]) != (size, size):
+            raise ValueError(
+                f"Modality {name!r}: `{name}_pixel_values` must have shape (B, T, 3, {size}, {size}); "
+                f"got {tuple(pixel_values.shape)}. Use the CREMA processor to sample and resize frames."
+            )
+        batch, frames = pixel_values.shape[:2]
+        embeddings = self.vision_model.embeddings(pixel_values.flatten(0, 1).to(self.vision_model.dtype))
+        # The ViT's states before `post_layernorm`: each MMQA applies its own LayerNorm (DESIGN §1.1).
+        states = self.vision_model.encoder(inputs_embeds=embeddings).last_hidden_state
+        return states.view(batch, frames, *states.shape[1:])
+
+    def _encode_audio(self, spec: dict, input_values: torch.Tensor) -> torch.Tensor:
+        name = spec["name"]
+        _check_finite(name, "input_values", input_values)
+        if input_values.ndim < 3:
+            raise ValueError(
+                f"Modality {name!r}: `{name}_input_values` must be (B, S, ...) with S audio segments; "
+                f"got {tuple(input_values.shape)}."
+            )
+        batch, segments = input_values.shape[:2]
+        main_input = self.audio_model.main_input_name
+        states = self.audio_model(**{main_input: input_values.flatten(0, 1)}).last_hidden_state
+        return states.view(batch, segments, *states.shape[1:])
+
+    def _check_features(self, spec: dict, features: torch.Tensor) -> torch.Tensor:
+        name, width = spec["name"], spec["feature_size"]
+        _check_finite(name, "features", features)
+        if features.ndim == 3:
+            features = features.unsqueeze(1)
+        if features.ndim != 4 or features.shape[-1] != width:
+            raise ValueError(
+                f"Modality {name!r}: `{name}_features` must be (B, N, {width}) or (B, G, N, {width}) "
+                f"(feature width {width}); got {tuple(features.shape)}."
+            )
+        return features
+
+    def encode_modality(self, modality: str, **inputs: torch.Tensor) -> torch.Tensor:
+        """One modality through its MMQA: (B, G, num_query_tokens, text_hidden) LLM-space query embeddings."""
+        spec = self.config.modality(modality)
+        features = self.encode_frozen_features(modality, **inputs)
+        batch, groups, tokens, _ = features.shape
+        if spec["encoder"] == "vision" and groups != self.config.num_frames:
+            raise ValueError(
+                f"Modality {modality!r}: expected {self.config.num_frames} frames (config.num_frames), got {groups}."
+            )
+        adapter = modality_module(self, modality)
+        position_embedding = None
+        if spec["encoder"] == "point_cloud":
+            coordinates = _require(inputs, modality, "coordinates", f"(B, {tokens}, 3) voxel coordinates")
+            if coordinates.shape != (batch, tokens, 3):
+                raise ValueError(
+                    f"Modality {modality!r}: `{modality}_coordinates` must be ({batch}, {tokens}, 3); "
+                    f"got {tuple(coordinates.shape)}."
+                )
+            width = self.config.vision_config.hidden_size
+            position_embedding = self.config.point_position_scale * sinusoidal_point_embedding(
+                coordinates, width, self.config.point_grid_size
+            ).unsqueeze(1)
+            position_embedding = position_embedding.expand(batch, groups, tokens, width).flatten(0, 1)
+        states = adapter.prepare_encoder_states(features.flatten(0, 1), position_embedding)
+        encoder_mask = self._encoder_mask(modality, inputs.get(f"{modality}_attention_mask"), batch, groups, tokens)
+        with route_to_modality(self, modality):
+            query_output = self.qformer(
+                query_embeds=adapter.query_tokens(batch * groups),
+                encoder_hidden_states=states,
+                encoder_attention_mask=encoder_mask.to(states.device),
+            ).last_hidden_state
+        embeds = adapter.project_to_language(query_output)
+        return embeds.view(batch, groups, *embeds.shape[1:])
+
+    @staticmethod
+    def _encoder_mask(modality: str, mask: torch.Tensor | None, batch: int, groups: int, tokens: int) -> torch.Tensor:
+        if mask is None:
+            return torch.ones(batch * groups, tokens, dtype=torch.long)
+        if mask.ndim == 2:
+            mask = mask.unsqueeze(1).expand(batch, groups, mask.shape[-1])
+        if mask.shape != (batch, groups, tokens):
+            raise ValueError(
+                f"Modality {modality!r}: `{modality}_attention_mask` must be ({batch}, {tokens}) or "
+                f"({batch}, {groups}, {tokens}); got {tuple(mask.shape)}."
+            )
+        return mask.reshape(batch * groups, tokens).long()
+
+    # --------------------------------------------------------------------------------------- LLM input assembly
+    def split_modality_inputs(self, kwargs: dict[str, Any]) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
+        """Separates `{modality}_{suffix}` inputs (grouped per modality) from everything else."""
+        per_modality: dict[str, dict[str, torch.Tensor]] = {}
+        rest = {}
+        for key, value in kwargs.items():
+            suffix = next((s for s in MODALITY_INPUT_SUFFIXES if key.endswith("_" + s)), None)
+            if suffix is None:
+                rest[key] = value
+                continue
+            name = key[: -len(suffix) - 1]
+            if name not in self.mmqa:
+                raise ValueError(
+                    f"Input `{key}` is for modality {name!r}, which has no adapter on this model (attached: "
+                    f"{self.config.modality_names}). Add it with `model.add_modality({name!r})` or "
+                    f"`model.load_adapter(path, adapter_name={name!r})`, or drop the input."
+                )
+            if value is not None:
+                per_modality.setdefault(name, {})[key] = value
+        return per_modality, rest
+
+    def _resolve_modalities(self, modality_inputs: dict[str, dict], modalities: list[str] | None) -> list[str]:
+        attached = self.config.modality_names
+        if not attached:
+            raise ValueError("This model has no modality adapters; add one with `model.add_modality('video')`.")
+        if modalities is None:
+            missing = [name for name in attached if name not in modality_inputs]
+            if missing:
+                raise ValueError(
+                    f"Missing inputs for modalities {missing} (this model uses {attached}). Pass e.g. "
+                    f"`{missing[0]}_pixel_values` / `{missing[0]}_features`, or answer with a subset by naming it: "
+                    f"`modalities={[n for n in attached if n not in missing]}`."
+                )
+            return attached
+        for name in modalities:
+            self.config.modality(name)
+            if name not in modality_inputs:
+                raise ValueError(f"Modality {name!r} was requested in `modalities` but no input was given for it.")
+        ignored = sorted(set(modality_inputs) - set(modalities))
+        if ignored:
+            logger.warning(f"Inputs for {ignored} are ignored: `modalities` asks for {modalities} only.")
+        return [name for name in attached if name in modalities]
+
+    def _frame_prefix(self, index: int, batch: int, embed: nn.Module) -> torch.Tensor | None:
+        ids = self.config.frame_prefix_token_ids
+        if not ids or index >= len(ids) or not ids[index]:
+            return None
+        tokens = torch.tensor(ids[index], device=embed.weight.device)
+        return embed(tokens).unsqueeze(0).expand(batch, -1, -1)
+
+    def _text_prefix(self, ids: list[int], batch: int, embed: nn.Module) -> torch.Tensor | None:
+        if not ids:
+            return None
+        return embed(torch.tensor(ids, device=embed.weight.device)).unsqueeze(0).expand(batch, -1, -1)
+
+    def _frames_with_prefixes(self, embeds: torch.Tensor, embed: nn.Module) -> list[torch.Tensor]:
+        """(B, G, Q, H) -> ["Frame 1: ", q_1, "Frame 2: ", q_2, ...] pieces (prefixes only when G > 1)."""
+        batch, groups = embeds.shape[:2]
+        pieces = []
+        for index in range(groups):
+            prefix = self._frame_prefix(index, batch, embed) if groups > 1 else None
+            if prefix is not None:
+                pieces.append(prefix.to(embeds.dtype))
+            pieces.append(embeds[:, index])
+        return pieces
+
+    def _align_to_frames(self, name: str, embeds: torch.Tensor, frames: int) -> torch.Tensor:
+        """Supportive modality (B, G, Q, H) -> (B, T, Q, H): audio averaged over segments, static ones repeated."""
+        groups = embeds.shape[1]
+        if self.config.modality(name)["encoder"] == "audio" and groups > 1:
+            embeds, groups = embeds.mean(dim=1, keepdim=True), 1
+        if groups == frames:
+            return embeds
+        if groups == 1:
+            return embeds.expand(-1, frames, -1, -1)
+        raise ValueError(f"Modality {name!r} has {groups} frames but the major modality has {frames}.")
+
+    def prepare_language_model_inputs(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.LongTensor | None = None,
+        modalities: list[str] | None = None,
+        **kwargs: torch.Tensor,
+    ) -> CremaForConditionalGenerationOutput:
+        """Encodes every used modality and builds the LLM encoder input: visual tokens, then the prompt."""
+        modality_inputs, rest = self.split_modality_inputs(kwargs)
+        if rest:
+            raise ValueError(f"Unexpected inputs {sorted(rest)}; modality inputs are `{{modality}}_{{suffix}}` "
+                             f"with suffix in {MODALITY_INPUT_SUFFIXES}.")
+        if input_ids is None:
+            raise ValueError("`input_ids` (the tokenised prompt) is required.")
+        used = self._resolve_modalities(modality_inputs, modalities)
+        batch = input_ids.shape[0]
+        modality_embeds = {}
+        for name in used:
+            embeds = self.encode_modality(name, **modality_inputs[name])
+            if embeds.shape[0] != batch:
+                raise ValueError(f"Modality {name!r} has batch size {embeds.shape[0]}, the prompt has {batch}.")
+            modality_embeds[name] = embeds
+
+        embed = self.get_input_embeddings()
+        prompt_embeds = embed(input_ids)
+        dtype = prompt_embeds.dtype
+        pieces: list[torch.Tensor] = []
+        if self.fusion is not None:
+            major = self.fusion.modalities[0]
+            if major not in modality_embeds:
+                raise ValueError(f"The fusion needs its major modality {major!r}; no input was given for it.")
+            major_embeds = modality_embeds[major].to(dtype)
+            frames = major_embeds.shape[1]
+            supportive = [
+                self._align_to_frames(name, modality_embeds[name], frames)
+                if name in modality_embeds
+                else torch.zeros_like(modality_embeds[major])  # an absent supportive modality contributes zeros
+                for name in self.fusion.supportive_modalities
+            ]
+            fused = self.fusion([s.to(self.fusion.projection.weight.dtype) for s in supportive]).to(dtype)
+            pieces += self._frames_with_prefixes(major_embeds, embed) + self._frames_with_prefixes(fused, embed)
+            extra = [name for name in used if name not in self.fusion.modalities]
+        else:
+            extra = used
+        for position, name in enumerate(extra):
+            if self.fusion is None and position == 0:
+                pieces += self._frames_with_prefixes(modality_embeds[name].to(dtype), embed)
+                continue
+            prefix = self._text_prefix(self.config.modality(name)["prefix_token_ids"], batch, embed)
+            if prefix is not None:
+                pieces.append(prefix.to(dtype))
+            pieces += self._frames_with_prefixes(modality_embeds[name].to(dtype), embed)
+        visual = torch.cat(pieces, dim=1)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        visual_mask = torch.ones(visual.shape[:2], dtype=attention_mask.dtype, device=attention_mask.device)
+        return CremaForConditionalGenerationOutput(
+            modality_embeds=modality_embeds,
+            inputs_embeds=torch.cat([visual, prompt_embeds], dim=1),
+            attention_mask=torch.cat([visual_mask, attention_mask], dim=1),
+            used_modalities=used,
+        )
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        modalities: list[str] | None = None,
+        **kwargs: Any,
+    ) -> CremaForConditionalGenerationOutput:
+        r"""
+        input_ids / attention_mask: (B, L) tokenised prompt for the T5 encoder.
+        labels: (B, A) answer token ids, padding set to -100.
+        modalities: optional subset of the attached modalities to answer with (others absent, fusion gets zeros).
+        **kwargs: per-modality inputs `{m}_pixel_values` (B, T, 3, H, W), `{m}_input_values` (B, S, ...),
+            `{m}_features` (B, [G,] N, D), `{m}_attention_mask`, `{m}_coordinates` (B, N, 3).
+        """
+        language_kwargs = {key: kwargs.pop(key) for key in LANGUAGE_MODEL_KWARGS if key in kwargs}
+        prepared = self.prepare_language_model_inputs(input_ids, attention_mask, modalities, **kwargs)
+        outputs = self.language_model(
+            inputs_embeds=prepared.inputs_embeds,
+            attention_mask=prepared.attention_mask,
+            decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask,
+            labels=labels,
+            return_dict=True,
+            **language_kwargs,
+        )
+        prepared.loss, prepared.logits, prepared.language_model_outputs = outputs.loss, outputs.logits, outputs
+        return prepared
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        modalities: list[str] | None = None,
+        **kwargs: Any,
+    ) -> torch.LongTensor:
+        """Answers with the frozen LLM's `generate` (beam search etc. via its generation kwargs)."""
+        kwargs.pop("labels", None)
+        modality_inputs = {key: kwargs.pop(key) for key in list(kwargs) if key.endswith(MODALITY_INPUT_SUFFIXES)}
+        prepared = self.prepare_language_model_inputs(input_ids, attention_mask, modalities, **modality_inputs)
+        return self.language_model.generate(
+            inputs_embeds=prepared.inputs_embeds, attention_mask=prepared.attention_mask, **kwargs
+        )
+
+    # ------------------------------------------------------------------------------------------ save / load
+    def base_state_dict(self) -> dict[str, torch.Tensor]:
+        """The frozen backbone's weights under their original names (no LoRA, MMQA or fusion keys)."""
+        state = {}
+        for key, value in self.state_dict().items():
+            if key.startswith(("mmqa.", "fusion.")) or any(part.startswith("lora_") for part in key.split(".")):
+                continue
+            state[key.replace(".base_layer.", ".")] = value
+        return state
+
+    def save_pretrained(self, save_directory: str | os.PathLike, save_adapters: bool = True, **kwargs: Any) -> None:
+        """Saves the base (without adapter keys, with remote code) and, by default, every adapter and the fusion.
+
+        Layout: `config.json`, `model.safetensors`, the modeling code, `adapters/<modality>/` (plain PEFT
+        folders) and `fusion/`. `from_pretrained` reads them back in the same order.
+        """
+        if kwargs.pop("state_dict", None) is not None:
+            raise ValueError("CREMA saves its own base state dict; adapters go to their own folders.")
+        full_config = self.config
+        self.config = full_config if save_adapters else full_config.without_modalities()
+        try:
+            with atomic_directory(save_directory) as staging:
+                super().save_pretrained(staging, state_dict=self.base_state_dict(), **kwargs)
+                _add_auto_model_to_auto_map(os.path.join(staging, "config.json"))
+                if save_adapters:
+                    for name in full_config.modality_names:
+                        self.save_adapter(os.path.join(staging, ADAPTERS_FOLDER, name), name)
+                    if self.fusion is not None:
+                        self.save_fusion(os.path.join(staging, FUSION_FOLDER))
+        finally:
+            self.config = full_config
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *model_args: Any,
+        config: CremaConfig | None = None,
+        load_adapters: bool = True,
+        **kwargs: Any,
+    ) -> "CremaForConditionalGeneration":
+        """Loads the base, then each adapter listed in the config from `adapters/<m>/`, then `fusion/`."""
+        hub_kwargs = {
+            key: kwargs[key]
+            for key in ("cache_dir", "force_download", "local_files_only", "token", "revision")
+            if key in kwargs
+        }
+        subfolder = kwargs.get("subfolder", "")
+        if not isinstance(config, CremaConfig):
+            config = CremaConfig.from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **hub_kwargs)
+        model = super().from_pretrained(
+            pretrained_model_name_or_path, *model_args, config=config.without_modalities(), **kwargs
+        )
+        model.config.use_fusion = config.use_fusion
+        if load_adapters:
+            for spec in config.modalities:
+                model.load_adapter(
+                    pretrained_model_name_or_path,
+                    adapter_name=spec["name"],
+                    subfolder=os.path.join(subfolder, ADAPTERS_FOLDER, spec["name"]).lstrip("/"),
+                    **hub_kwargs,
+                )
+                model.config.modality(spec["name"])["prefix_token_ids"] = spec["prefix_token_ids"]
+            if config.use_fusion and config.fusion_modalities:
+                model.load_fusion(pretrained_model_name_or_path, os.path.join(subfolder, FUSION_FOLDER).lstrip("/"), **hub_kwargs)
+        return model
+
+    @classmethod
+    def from_blip2(cls, blip2_model_or_path, modalities=("video",), tokenizer=None, **config_kwargs):
+        """Builds CREMA from a `Blip2ForConditionalGeneration` (instance, local path or Hub id) with a T5 LLM."""
+        from .convert_blip2 import crema_from_blip2
+
+        return crema_from_blip2(cls, blip2_model_or_path, modalities=modalities, tokenizer=tokenizer, **config_kwargs)
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+def is_trainable_parameter_name(name: str) -> bool:
+    """LoRA weights, the trainable copies of `mmqa.<m>` and the fusion train; everything else is frozen."""
+    parts = name.split(".")
+    if any(part.startswith("lora_") for part in parts):
+        return True
+    if name.startswith("mmqa."):
+        return "modules_to_save" in parts
+    return name.startswith("fusion.")
+
+
+def _require(inputs: dict[str, torch.Tensor], modality: str, suffix: str, what: str) -> torch.Tensor:
+    value = inputs.get(f"{modality}_{suffix}")
+    if value is None:
+        given = sorted(inputs) or "nothing"
+        raise ValueError(f"Modality {modality!r} needs `{modality}_{suffix}` {what}; got {given}.")
+    return value
+
+
+def _check_finite(modality: str, what: str, tensor: torch.Tensor) -> None:
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        raise ValueError(
+            f"Modality {modality!r}: `{modality}_{what}` contains NaN or inf values; fix the input or its "
+            "preprocessing (e.g. a corrupt frame or feature file)."
+        )
+
+
+def _infer_feature_size(tensors: dict[str, torch.Tensor], default: int) -> int:
+    for key, value in tensors.items():
+        if key.endswith("input_projection.weight"):
+            return value.shape[1]
+    return default
+
+
+def _add_auto_model_to_auto_map(config_path: str) -> None:
+    """`register_for_auto_class` records a single Auto class; `AutoModel` should resolve to CREMA as well."""
+    with open(config_path) as handle:
+        config = json.load(handle)
+    auto_map = config.get("auto_map")
+    if auto_map and "AutoModelForImageTextToText" in auto_map:
+        auto_map.setdefault("AutoModel", auto_map["AutoModelForImageTextToText"])
+        with open(config_path, "w") as handle:
+            json.dump(config, handle, indent=2, sort_keys=True)
+            handle.write("\n")

@@ -1,0 +1,1 @@
+"""Training and command-line entry points of crema."""
