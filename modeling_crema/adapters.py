@@ -136,7 +136,9 @@ def load_adapter_state_dict(model: nn.Module, modality: str, state_dict: dict[st
                 f"Adapter for modality {modality!r} was saved for a different backbone width: {key} has shape "
                 f"{tuple(state_dict[key].shape)}, this model expects {tuple(shape)}."
             )
-    result = set_peft_model_state_dict(model, state_dict, adapter_name=modality)
+    # The model holds injected layers, not a PeftModel: its keys carry no `base_model.model.` prefix.
+    unprefixed = {key.removeprefix(PEFT_KEY_PREFIX): value for key, value in state_dict.items()}
+    result = set_peft_model_state_dict(model, unprefixed, adapter_name=modality)
     if getattr(result, "unexpected_keys", None):
         raise ValueError(f"Adapter for modality {modality!r}: keys not loaded: {result.unexpected_keys[:4]}")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import (
     ASTConfig,
     Blip2Config,
@@ -34,14 +34,16 @@ _CORPUS = [
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A small T5-style tokenizer (pad=0, eos=1, unk=2) trained in code on a few prompt sentences."""
-    tokenizer = Tokenizer(models.WordPiece(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.WordPieceTrainer(vocab_size=120, special_tokens=["<pad>", "</s>", "<unk>"])
-    tokenizer.train_from_iterator(_CORPUS, trainer)
+    """A small deterministic T5-style word-level tokenizer (pad=0, eos=1, unk=2) over the prompt vocabulary."""
+    pre_tokenizer = pre_tokenizers.Whitespace()
+    words = sorted({word for line in _CORPUS for word, _ in pre_tokenizer.pre_tokenize_str(line)})
+    vocab = {token: index for index, token in enumerate(["<pad>", "</s>", "<unk>"] + words)}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizer
     tokenizer.post_processor = processors.TemplateProcessing(
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
     )
+    tokenizer.decoder = decoders.WordPiece(prefix="##")
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=512
     )
@@ -128,12 +130,13 @@ def tiny_blip2(seed: int = 0) -> Blip2ForConditionalGeneration:
     return model.eval()
 
 
-def randomize_lora_b(model: CremaForConditionalGeneration, seed: int = 1) -> None:
+def randomize_lora_b(model: CremaForConditionalGeneration, seed: int = 1, modalities=None) -> None:
     """LoRA B starts at zero (adapter = identity); tests that look at adapter effects make it non-zero."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
-            if ".lora_B." in name:
+            owner = name.split(".lora_B.")[-1].split(".")[0]
+            if ".lora_B." in name and (modalities is None or owner in modalities):
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
 
 

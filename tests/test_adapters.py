@@ -1,0 +1,174 @@
+"""One modality = one PEFT adapter: plain PEFT folders, bit-exact round trips, hot swap, gradient isolation."""
+
+import json
+
+import pytest
+import torch
+from peft import LoraConfig
+from safetensors import safe_open
+
+from modeling_crema.adapters import ADAPTER_WEIGHTS_NAME, adapter_state_dict
+from tiny_models import modality_inputs, randomize_lora_b, text_inputs, tiny_crema_model
+
+
+def _adapter_tensors(model, name):
+    return adapter_state_dict(model, name)
+
+
+def test_saved_adapter_is_a_plain_peft_folder(tmp_path):
+    model = tiny_crema_model(["video", "thermal"])
+    model.save_adapter(tmp_path / "thermal", "thermal")
+    assert sorted(p.name for p in (tmp_path / "thermal").iterdir()) == ["adapter_config.json", ADAPTER_WEIGHTS_NAME]
+    config = LoraConfig.from_pretrained(tmp_path / "thermal")
+    assert config.r == 4 and config.lora_alpha == 4 and config.modules_to_save == ["mmqa.thermal"]
+    assert config.target_modules == r"qformer\.encoder\.layer\.\d+\.attention\.attention\.(query|value)"
+    with safe_open(str(tmp_path / "thermal" / ADAPTER_WEIGHTS_NAME), "pt") as handle:
+        keys = set(handle.keys())
+        spec = json.loads(handle.metadata()["crema_modality"])
+    assert spec["name"] == "thermal" and spec["encoder"] == "vision"
+    assert all(key.startswith("base_model.model.") for key in keys)
+    # LoRA on self-attention query/value of both Q-Former layers, A and B, plus the MMQA module
+    assert sum(".lora_A." in key or ".lora_B." in key for key in keys) == 2 * 2 * 2
+    assert "base_model.model.mmqa.thermal.query_tokens.weight" in keys
+    assert "base_model.model.mmqa.thermal.language_projection.weight" in keys
+    assert not any("video" in key for key in keys)
+
+
+def test_adapter_round_trip_is_bit_exact(tmp_path, tokenizer):
+    source = tiny_crema_model(["video", "depth"], seed=0)
+    randomize_lora_b(source)
+    with torch.no_grad():
+        for p in source.mmqa.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p))
+    for name in ("video", "depth"):
+        source.save_adapter(tmp_path / name, name)
+
+    target = tiny_crema_model(["video"], seed=0)  # same backbone, different adapters
+    target.remove_modality("video")
+    for name in ("video", "depth"):
+        assert target.load_adapter(tmp_path / name) == name
+    for name in ("video", "depth"):
+        saved, loaded = _adapter_tensors(source, name), _adapter_tensors(target, name)
+        assert saved.keys() == loaded.keys()
+        assert all(torch.equal(saved[k], loaded[k]) for k in saved)
+    batch = {**modality_inputs(source.config), **text_inputs(tokenizer)}
+    assert torch.equal(source(**batch).logits, target(**batch).logits)
+
+
+def test_hot_swap_without_reloading_the_base(tmp_path, tokenizer):
+    model = tiny_crema_model(["video", "depth"])
+    randomize_lora_b(model, seed=3, modalities=["depth"])
+    model.save_adapter(tmp_path / "depth_a", "depth")
+    batch = {**modality_inputs(model.config), **text_inputs(tokenizer)}
+    logits_a = model(**batch).logits
+    backbone = model.vision_model.embeddings.patch_embedding.weight
+
+    randomize_lora_b(model, seed=4, modalities=["depth"])
+    model.save_adapter(tmp_path / "depth_b", "depth")
+    logits_b = model(**batch).logits
+    assert not torch.allclose(logits_a, logits_b)
+
+    model.load_adapter(tmp_path / "depth_a", adapter_name="depth")
+    assert torch.equal(model(**batch).logits, logits_a)
+    model.load_adapter(tmp_path / "depth_b", adapter_name="depth")
+    assert torch.equal(model(**batch).logits, logits_b)
+    assert model.vision_model.embeddings.patch_embedding.weight is backbone
+    assert model.config.modality_names == ["video", "depth"]
+
+
+def test_add_and_remove_modalities():
+    model = tiny_crema_model(["video"])
+    model.add_modality("thermal")
+    assert model.config.modality_names == ["video", "thermal"]
+    assert any(".lora_A.thermal." in n for n, _ in model.named_parameters())
+    # a new MMQA starts as BLIP-2's queries and projection
+    assert torch.equal(model.mmqa["thermal"].modules_to_save["thermal"].query_tokens.weight, model.query_tokens)
+    model.remove_modality("thermal")
+    assert model.config.modality_names == ["video"]
+    assert not any("thermal" in n for n, _ in model.named_parameters())
+    with pytest.raises(ValueError, match="already has an adapter"):
+        model.add_modality("video")
+
+
+def test_each_adapter_gets_gradients_only_from_its_own_modality(tokenizer):
+    """Joint pass over three modalities == each modality trained alone, adapter by adapter."""
+    names = ["video", "flow", "depth"]
+    joint = tiny_crema_model(names, seed=0)
+    randomize_lora_b(joint)
+    inputs = modality_inputs(joint.config)
+    weights = {"video": 1.0, "flow": -2.0, "depth": 0.5}
+    loss = sum(weights[n] * joint.encode_modality(n, **inputs).pow(2).mean() for n in names)
+    loss.backward()
+    joint_grads = {n: p.grad.clone() for n, p in joint.named_parameters() if p.requires_grad}
+
+    for name in names:
+        alone = tiny_crema_model(names, seed=0)
+        randomize_lora_b(alone)
+        (weights[name] * alone.encode_modality(name, **inputs).pow(2).mean()).backward()
+        for parameter_name, parameter in alone.named_parameters():
+            if not parameter.requires_grad:
+                continue
+            owned = f".{name}." in parameter_name
+            if owned:
+                assert torch.allclose(parameter.grad, joint_grads[parameter_name], atol=1e-6), parameter_name
+            else:  # another modality's adapter sees nothing from this modality's pass
+                assert parameter.grad is None or not parameter.grad.any(), parameter_name
+
+
+def test_adapter_for_another_backbone_width_is_refused(tmp_path):
+    wide = tiny_crema_model(["video"], text_config={"model_type": "t5", "d_model": 48, "d_kv": 8, "d_ff": 64,
+                                                    "num_layers": 1, "num_heads": 4, "vocab_size": 128})
+    wide.save_adapter(tmp_path / "video", "video")
+    model = tiny_crema_model(["video"])
+    before = _adapter_tensors(model, "video")
+    with pytest.raises(ValueError, match=r"'video' was saved for a different backbone width"):
+        model.load_adapter(tmp_path / "video")
+    after = _adapter_tensors(model, "video")  # the adapter that was there survives a failed swap
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_missing_adapter_folder_error(tmp_path):
+    model = tiny_crema_model(["video"])
+    with pytest.raises(ValueError, match="No modality adapter found"):
+        model.load_adapter(tmp_path / "nothing_here")
+
+
+def test_push_adapter_to_hub_uploads_one_adapter_folder(monkeypatch, tmp_path):
+    calls = {}
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls["token"] = token
+
+        def create_repo(self, repo_id, private=None, exist_ok=False):
+            calls["repo"] = (repo_id, private, exist_ok)
+
+        def upload_folder(self, repo_id, folder_path, commit_message):
+            calls["files"] = sorted(p.name for p in __import__("pathlib").Path(folder_path).iterdir())
+            calls["message"] = commit_message
+            return "https://huggingface.co/user/crema-thermal/commit/1"
+
+    monkeypatch.setattr("huggingface_hub.HfApi", FakeApi)
+    model = tiny_crema_model(["video", "thermal"])
+    url = model.push_adapter_to_hub("user/crema-thermal", "thermal", token="t")
+    assert url.endswith("/commit/1")
+    assert calls["repo"] == ("user/crema-thermal", None, True)
+    assert calls["files"] == ["adapter_config.json", "adapter_model.safetensors"]
+    assert "thermal" in calls["message"]
+
+
+def test_interrupted_adapter_save_keeps_previous_folder(tmp_path, monkeypatch):
+    model = tiny_crema_model(["video"])
+    model.save_adapter(tmp_path / "video", "video")
+    before = (tmp_path / "video" / ADAPTER_WEIGHTS_NAME).read_bytes()
+
+    def explode(*args, **kwargs):
+        raise KeyboardInterrupt("power cut")
+
+    monkeypatch.setattr("modeling_crema.adapters.save_file", explode)
+    randomize_lora_b(model)
+    with pytest.raises(KeyboardInterrupt):
+        model.save_adapter(tmp_path / "video", "video")
+    assert (tmp_path / "video" / ADAPTER_WEIGHTS_NAME).read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["video"]

@@ -1,0 +1,135 @@
+"""`save_pretrained` / `from_pretrained`, Auto classes, and remote-code loading without this package installed."""
+
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+import textwrap
+
+import pytest
+import torch
+from safetensors import safe_open
+from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
+
+from modeling_crema import CremaConfig, CremaForConditionalGeneration
+from tiny_models import modality_inputs, randomize_lora_b, text_inputs, tiny_crema_model
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    model = tiny_crema_model(["video", "audio", "depth"], fusion=["video", "audio", "depth"], with_audio_encoder=True)
+    randomize_lora_b(model)
+    directory = tmp_path_factory.mktemp("crema") / "tiny-crema"
+    model.save_pretrained(directory)
+    return model, directory
+
+
+def test_saved_layout(saved_model):
+    _, directory = saved_model
+    names = set(os.listdir(directory))
+    assert {"config.json", "model.safetensors", "modeling_crema.py", "configuration_crema.py", "adapters"} <= names
+    assert {"fusion", "mmqa.py", "adapters.py", "fusion.py", "saving.py"} <= names
+    assert sorted(os.listdir(directory / "adapters")) == ["audio", "depth", "video"]
+    config = json.loads((directory / "config.json").read_text())
+    assert config["model_type"] == "crema"
+    assert config["auto_map"]["AutoModel"] == "modeling_crema.CremaForConditionalGeneration"
+    assert config["auto_map"]["AutoConfig"] == "configuration_crema.CremaConfig"
+    assert [spec["name"] for spec in config["modalities"]] == ["video", "audio", "depth"]
+
+
+def test_base_checkpoint_has_no_adapter_keys(saved_model):
+    model, directory = saved_model
+    with safe_open(str(directory / "model.safetensors"), "pt") as handle:
+        keys = set(handle.keys())
+    assert not any("lora_" in key or "base_layer" in key or key.startswith(("mmqa.", "fusion.")) for key in keys)
+    assert "qformer.encoder.layer.0.attention.attention.query.weight" in keys
+    assert "query_tokens" in keys and "language_projection.weight" in keys
+
+
+def test_from_pretrained_round_trip(saved_model, tokenizer):
+    model, directory = saved_model
+    loaded = CremaForConditionalGeneration.from_pretrained(directory).eval()
+    assert loaded.config.modality_names == ["video", "audio", "depth"]
+    assert loaded.fusion is not None and loaded.fusion.modalities == ["video", "audio", "depth"]
+    assert loaded.config.frame_prefix_token_ids == model.config.frame_prefix_token_ids
+    batch = {**modality_inputs(model.config), **text_inputs(tokenizer)}
+    assert torch.equal(model(**batch).logits, loaded(**batch).logits)
+    trainable = {n for n, p in loaded.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_auto_classes(saved_model):
+    _, directory = saved_model
+    assert isinstance(AutoConfig.from_pretrained(directory), CremaConfig)
+    assert isinstance(AutoModel.from_pretrained(directory), CremaForConditionalGeneration)
+    assert isinstance(AutoModelForImageTextToText.from_pretrained(directory), CremaForConditionalGeneration)
+
+
+def test_save_base_only(tmp_path):
+    model = tiny_crema_model(["video", "depth"], fusion=["video", "depth"])
+    model.save_pretrained(tmp_path / "base", save_adapters=False)
+    assert not (tmp_path / "base" / "adapters").exists()
+    base = CremaForConditionalGeneration.from_pretrained(tmp_path / "base")
+    assert base.config.modality_names == [] and base.fusion is None
+    assert model.config.modality_names == ["video", "depth"]  # the saving model is untouched
+
+
+def test_interrupted_save_keeps_previous_checkpoint(saved_model, tmp_path, monkeypatch):
+    model, _ = saved_model
+    target = tmp_path / "model"
+    model.save_pretrained(target)
+    before = (target / "model.safetensors").read_bytes()
+
+    def explode(*args, **kwargs):
+        raise KeyboardInterrupt("killed mid-save")
+
+    monkeypatch.setattr(CremaForConditionalGeneration, "save_fusion", explode)
+    with pytest.raises(KeyboardInterrupt):
+        model.save_pretrained(target)
+    assert (target / "model.safetensors").read_bytes() == before
+    assert (target / "fusion" / "fusion.safetensors").exists()
+    assert sorted(os.listdir(tmp_path)) == ["model"]
+
+
+def test_trust_remote_code_in_clean_virtualenv(saved_model, tmp_path, tokenizer):
+    """A virtualenv that sees torch/transformers/peft but not this package loads the model from its folder alone."""
+    model, directory = saved_model
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site_packages = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    # Plain paths only: the editable-install hooks (.pth files) of the outer environment are not processed.
+    dependencies = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    with open(os.path.join(site_packages, "outer_dependencies.pth"), "w") as handle:
+        handle.write("\n".join(sorted(dependencies)) + "\n")
+
+    batch = {**modality_inputs(model.config), **text_inputs(tokenizer)}
+    torch.save({k: v for k, v in batch.items()}, tmp_path / "batch.pt")
+    torch.save(model(**batch).logits, tmp_path / "expected.pt")
+    script = textwrap.dedent(
+        f"""
+        import importlib.util, sys, torch
+        for package in ("modeling_crema", "crema_processing", "crema_training"):
+            assert importlib.util.find_spec(package) is None, package + " must not be importable here"
+        from transformers import AutoModel
+        model = AutoModel.from_pretrained({str(directory)!r}, trust_remote_code=True).eval()
+        assert type(model).__name__ == "CremaForConditionalGeneration"
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        batch = torch.load({str(tmp_path / "batch.pt")!r}, weights_only=True)
+        expected = torch.load({str(tmp_path / "expected.pt")!r}, weights_only=True)
+        assert torch.equal(model(**batch).logits, expected)
+        print("REMOTE-CODE-OK")
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    env["HF_HOME"] = str(tmp_path / "hf_home")
+    env["HF_HUB_OFFLINE"] = "1"
+    result = subprocess.run(
+        [str(python), "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "REMOTE-CODE-OK" in result.stdout

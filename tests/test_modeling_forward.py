@@ -1,0 +1,145 @@
+"""Forward, backward and generate of CREMA with 1, 3 and 5 modalities; frozen parts stay frozen."""
+
+import pytest
+import torch
+
+from modeling_crema.modeling_crema import is_trainable_parameter_name
+from tiny_models import (
+    NUM_FRAMES,
+    QUERY_COUNT,
+    TEXT_WIDTH,
+    modality_inputs,
+    randomize_lora_b,
+    text_inputs,
+    tiny_crema_model,
+)
+
+MODALITY_SETS = {
+    1: (["video"], None),
+    3: (["video", "audio", "depth"], ["video", "audio", "depth"]),
+    5: (["video", "audio", "flow", "depth", "point_cloud"], ["video", "audio", "flow", "depth", "point_cloud"]),
+}
+
+
+@pytest.mark.parametrize("count", sorted(MODALITY_SETS))
+def test_forward_backward_generate(count, tokenizer):
+    modalities, fusion = MODALITY_SETS[count]
+    model = tiny_crema_model(modalities, fusion, with_audio_encoder=True)
+    randomize_lora_b(model)
+    batch = {**modality_inputs(model.config), **text_inputs(tokenizer)}
+
+    outputs = model(**batch)
+    assert outputs.loss.ndim == 0 and torch.isfinite(outputs.loss)
+    assert outputs.logits.shape == (2, batch["labels"].shape[1], model.config.text_config.vocab_size)
+    assert outputs.used_modalities == modalities
+    for name in modalities:
+        groups = {"audio": model.config.num_audio_segments, "point_cloud": 1}.get(name, NUM_FRAMES)
+        assert outputs.modality_embeds[name].shape == (2, groups, QUERY_COUNT, TEXT_WIDTH)
+
+    outputs.loss.backward()
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+        else:
+            assert parameter.grad is None, name
+
+    generated = model.generate(**batch, max_new_tokens=4, num_beams=2)
+    assert generated.shape[0] == 2 and 1 < generated.shape[1] <= 5
+    assert torch.equal(generated[:, 0], torch.zeros(2, dtype=torch.long))  # T5 decoder start
+
+
+def test_fused_token_count_does_not_grow_with_modalities(tokenizer):
+    """With fusion the LLM sees 2 x T x (prefix + Q) visual tokens whatever the number of modalities."""
+    prefix = len(tokenizer("Frame 1: ", add_special_tokens=False).input_ids)
+    lengths = []
+    for modalities in (["video", "depth"], ["video", "depth", "flow", "normal"]):
+        model = tiny_crema_model(modalities, fusion=modalities)
+        batch = {**modality_inputs(model.config), **text_inputs(tokenizer)}
+        prepared = model.prepare_language_model_inputs(batch["input_ids"], batch["attention_mask"], **modality_inputs(model.config))
+        lengths.append(prepared.inputs_embeds.shape[1] - batch["input_ids"].shape[1])
+    assert lengths == [2 * NUM_FRAMES * (prefix + QUERY_COUNT)] * 2
+
+
+def test_concat_adds_tokens_and_modality_prefix(tokenizer):
+    model = tiny_crema_model(["video", "depth"])
+    batch = {**modality_inputs(model.config), **text_inputs(tokenizer)}
+    prepared = model.prepare_language_model_inputs(batch["input_ids"], batch["attention_mask"], **modality_inputs(model.config))
+    frame_prefix = len(tokenizer("Frame 1: ", add_special_tokens=False).input_ids)
+    depth_prefix_ids = tokenizer("Depth: ", add_special_tokens=False).input_ids
+    visual = prepared.inputs_embeds.shape[1] - batch["input_ids"].shape[1]
+    assert visual == 2 * NUM_FRAMES * (frame_prefix + QUERY_COUNT) + len(depth_prefix_ids)
+    # the depth block starts with the embedded "Depth: " prefix
+    start = NUM_FRAMES * (frame_prefix + QUERY_COUNT)
+    expected = model.get_input_embeddings()(torch.tensor(depth_prefix_ids))
+    assert torch.equal(prepared.inputs_embeds[0, start : start + len(depth_prefix_ids)], expected)
+
+
+def test_fusion_is_self_gated(tokenizer):
+    model = tiny_crema_model(["video", "flow", "depth"], fusion=["video", "flow", "depth"])
+    supportive = [torch.randn(2, NUM_FRAMES, QUERY_COUNT, TEXT_WIDTH) for _ in range(2)]
+    linear = torch.nn.functional.linear(torch.cat(supportive, -1), model.fusion.projection.weight, model.fusion.projection.bias)
+    assert torch.allclose(model.fusion(supportive), torch.sigmoid(linear) * linear)
+    assert model.fusion.projection.in_features == 2 * TEXT_WIDTH
+
+
+def test_only_mmqa_and_fusion_are_trainable():
+    model = tiny_crema_model(["video", "audio", "depth"], fusion=["video", "audio", "depth"], with_audio_encoder=True)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(is_trainable_parameter_name(name) for name in trainable)
+    prefixes = ("vision_model.", "audio_model.", "language_model.", "query_tokens", "language_projection.")
+    assert not any(name.startswith(prefixes) for name in trainable)
+    qformer_trainable = {name for name in trainable if name.startswith("qformer.")}
+    assert qformer_trainable and all(".lora_" in name and ".attention.attention." in name for name in qformer_trainable)
+    assert any(name.startswith("fusion.") for name in trainable)
+    for name in ("video", "audio", "depth"):
+        assert any(name_.startswith(f"mmqa.{name}.modules_to_save.{name}.") for name_ in trainable)
+
+
+def test_training_step_changes_no_frozen_tensor(tokenizer):
+    model = tiny_crema_model(["video", "audio", "depth"], fusion=["video", "audio", "depth"], with_audio_encoder=True)
+    model.train()
+    frozen_before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    trainable_before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    batch = {**modality_inputs(model.config), **text_inputs(tokenizer)}
+    for _ in range(2):
+        model(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    for name, before in frozen_before.items():
+        assert torch.equal(dict(model.named_parameters())[name], before), name
+    changed = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, trainable_before[n])]
+    assert len(changed) == len(trainable_before)
+
+
+def test_frozen_encoders_stay_in_eval_mode():
+    model = tiny_crema_model(["video", "audio"], with_audio_encoder=True).train()
+    assert model.qformer.training and model.mmqa.training
+    assert not model.vision_model.training and not model.language_model.training and not model.audio_model.training
+
+
+def test_missing_modality_subset_uses_zeros_in_fusion(tokenizer):
+    model = tiny_crema_model(["video", "flow", "depth"], fusion=["video", "flow", "depth"])
+    inputs = modality_inputs(model.config)
+    text = text_inputs(tokenizer)
+    del inputs["depth_pixel_values"]
+    partial = model(**inputs, **text, modalities=["video", "flow"])
+    assert partial.used_modalities == ["video", "flow"]
+    # same as feeding an explicit zero block for depth through the fusion
+    video = model.encode_modality("video", **inputs)
+    flow = model.encode_modality("flow", **inputs)
+    fused = model.fusion([flow, torch.zeros_like(video)])
+    frame_prefix = len(tokenizer("Frame 1: ", add_special_tokens=False).input_ids)
+    start = NUM_FRAMES * (frame_prefix + QUERY_COUNT) + frame_prefix
+    assert torch.allclose(partial.inputs_embeds[:, start : start + QUERY_COUNT], fused[:, 0], atol=1e-6)
+
+
+def test_precomputed_features_match_pixels(tokenizer):
+    model = tiny_crema_model(["video", "depth"], fusion=["video", "depth"])
+    inputs = modality_inputs(model.config)
+    text = text_inputs(tokenizer)
+    cached = {
+        f"{name}_features": model.encode_frozen_features(name, **inputs) for name in ("video", "depth")
+    }
+    assert cached["video_features"].shape[:2] == (2, NUM_FRAMES)
+    assert torch.allclose(model(**inputs, **text).logits, model(**cached, **text).logits, atol=1e-5)
