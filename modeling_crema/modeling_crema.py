@@ -16,12 +16,11 @@ from typing import Any
 
 import torch
 from peft import LoraConfig
-from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel, AutoModelForSeq2SeqLM, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.models.blip_2.modeling_blip_2 import Blip2QFormerModel, Blip2VisionModel
-from transformers.utils import ModelOutput, cached_file, logging
+from transformers.utils import ModelOutput, logging
 
 from .adapters import (
     adapter_state_dict,
@@ -35,7 +34,7 @@ from .adapters import (
     write_adapter_folder,
 )
 from .configuration_crema import CremaConfig, make_modality_spec
-from .fusion import SelfGatedFusion
+from .fusion import SelfGatedFusion, read_fusion_folder, write_fusion_folder
 from .mmqa import ModalityQueryAdapter, QueryTokens, kaiming_uniform_, sinusoidal_point_embedding
 from .saving import atomic_directory
 
@@ -43,8 +42,6 @@ logger = logging.get_logger(__name__)
 
 ADAPTERS_FOLDER = "adapters"
 FUSION_FOLDER = "fusion"
-FUSION_CONFIG_NAME = "fusion_config.json"
-FUSION_WEIGHTS_NAME = "fusion.safetensors"
 #: Per-modality input keys are `{modality}_{suffix}`.
 MODALITY_INPUT_SUFFIXES = ("pixel_values", "input_values", "features", "attention_mask", "coordinates")
 #: Extra keyword arguments that `forward` passes on to the language model.
@@ -184,6 +181,7 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         inject_modality_adapter(self, lora_config, name)
         self.config.modalities = self.config.modalities + [spec]
         self._update_trainable_parameters()
+        self.train(self.training)  # new modules follow the model's mode (no dropout in an eval-mode model)
 
     def _new_query_adapter(self, feature_size: int) -> ModalityQueryAdapter:
         config = self.config
@@ -286,25 +284,16 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         self.fusion = SelfGatedFusion(self.config.text_config.d_model, list(modalities)).to(self.query_tokens.device)
         self.config.fusion_modalities, self.config.use_fusion = list(modalities), True
         self._update_trainable_parameters()
+        self.train(self.training)
 
     def save_fusion(self, save_directory: str | os.PathLike) -> None:
         if self.fusion is None:
             raise ValueError("This model has no fusion module (plain concatenation); nothing to save.")
-        with atomic_directory(save_directory) as staging:
-            with open(os.path.join(staging, FUSION_CONFIG_NAME), "w") as handle:
-                json.dump({"modalities": self.fusion.modalities, "hidden_size": self.fusion.hidden_size}, handle)
-            save_file(
-                {k: v.detach().contiguous() for k, v in self.fusion.state_dict().items()},
-                os.path.join(staging, FUSION_WEIGHTS_NAME),
-                metadata={"format": "pt"},
-            )
+        write_fusion_folder(save_directory, self.fusion.modalities, self.fusion.hidden_size, self.fusion.state_dict())
 
     def load_fusion(self, pretrained_model_name_or_path: str | os.PathLike, subfolder: str | None = None, **hub_kwargs):
         """Loads a fusion module; its modalities must all have adapters on this model."""
-        config_file = cached_file(str(pretrained_model_name_or_path), FUSION_CONFIG_NAME, subfolder=subfolder or "", **hub_kwargs)
-        weights_file = cached_file(str(pretrained_model_name_or_path), FUSION_WEIGHTS_NAME, subfolder=subfolder or "", **hub_kwargs)
-        with open(config_file) as handle:
-            saved = json.load(handle)
+        saved, tensors = read_fusion_folder(pretrained_model_name_or_path, subfolder, **hub_kwargs)
         missing = [name for name in saved["modalities"] if name not in self.mmqa]
         if missing:
             raise ValueError(
@@ -316,7 +305,7 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
                 f"The fusion was saved for LLM width {saved['hidden_size']}, this model's is {self.config.text_config.d_model}."
             )
         self.set_fusion(saved["modalities"])
-        self.fusion.load_state_dict(load_file(weights_file))
+        self.fusion.load_state_dict(tensors)
 
     def set_prefix_tokens(self, tokenizer) -> None:
         """Stores the token ids of the frame prefixes ("Frame 1: ", ...) and of each modality's prefix."""

@@ -84,6 +84,7 @@ def test_add_and_remove_modalities():
     assert any(".lora_A.thermal." in n for n, _ in model.named_parameters())
     # a new MMQA starts as BLIP-2's queries and projection
     assert torch.equal(model.mmqa["thermal"].modules_to_save["thermal"].query_tokens.weight, model.query_tokens)
+    assert not model.mmqa["thermal"].training  # follows the eval-mode model: no LoRA dropout at inference
     model.remove_modality("thermal")
     assert model.config.modality_names == ["video"]
     assert not any("thermal" in n for n, _ in model.named_parameters())

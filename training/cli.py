@@ -1,4 +1,4 @@
-"""The `crema` command line: one sub-command per job (`params`, `extract`)."""
+"""The `crema` command line: one sub-command per job (`params`, `convert-reference`, `extract`)."""
 
 from __future__ import annotations
 
@@ -53,12 +53,29 @@ def run_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="the authors' LAVIS checkpoint (.pth) or a .safetensors state dict")
+    parser.add_argument("--out", required=True, help="output folder: adapters/<modality>/ and fusion/")
+    parser.add_argument("--modalities", type=_modality_list, default=None, help="order of the modalities (major first)")
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from modeling_crema.convert_reference_checkpoint import convert_reference_checkpoint
+
+    order = convert_reference_checkpoint(args.checkpoint, args.out, args.modalities)
+    print(f"Wrote adapters for {', '.join(order)} to {args.out}/adapters and the fusion (if any) to {args.out}/fusion")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crema", description="CREMA: multimodal video reasoning on a frozen BLIP-2.")
     commands = parser.add_subparsers(dest="command", required=True)
     params = commands.add_parser("params", help="trainable parameters per modality adapter and fusion")
     add_params_arguments(params)
     params.set_defaults(run=run_params)
+    convert = commands.add_parser("convert-reference", help="convert the authors' LAVIS checkpoint to PEFT adapters")
+    add_convert_arguments(convert)
+    convert.set_defaults(run=run_convert)
     try:
         from crema_processing.extract import add_extract_arguments, run_extract
     except ImportError as error:  # processing extras missing: the other commands still work
