@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import torch
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.lora import LoraLayer
+from peft.tuners.tuners_utils import cast_adapter_dtype
 from peft.utils import ModulesToSaveWrapper
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -61,6 +62,8 @@ def inject_modality_adapter(model: nn.Module, lora_config: LoraConfig, modality:
         # PEFT warns whenever a second adapter is injected; several adapters are the point here.
         warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
         inject_adapter_in_model(lora_config, model, adapter_name=modality)
+    # LoRA weights train in float32 even on a bf16/fp16 backbone (PEFT casts inputs to the adapter's dtype).
+    cast_adapter_dtype(model, adapter_name=modality, autocast_adapter_dtype=True)
 
 
 def lora_layers(module: nn.Module) -> Iterator[LoraLayer]:

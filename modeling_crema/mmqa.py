@@ -52,6 +52,7 @@ class ModalityQueryAdapter(nn.Module):
     def prepare_encoder_states(
         self, features: torch.Tensor, position_embedding: torch.Tensor | None = None
     ) -> torch.Tensor:
+        features = features.to(self.input_layernorm.weight.dtype)  # frozen encoders may run in bf16/fp16
         if self.input_projection is not None:
             features = self.input_projection(features)
         if position_embedding is not None:

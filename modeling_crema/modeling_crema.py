@@ -363,7 +363,7 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
             )
         batch, segments = input_values.shape[:2]
         main_input = self.audio_model.main_input_name
-        states = self.audio_model(**{main_input: input_values.flatten(0, 1)}).last_hidden_state
+        states = self.audio_model(**{main_input: input_values.flatten(0, 1).to(self.audio_model.dtype)}).last_hidden_state
         return states.view(batch, segments, *states.shape[1:])
 
     def _check_features(self, spec: dict, features: torch.Tensor) -> torch.Tensor:
