@@ -431,7 +431,7 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         per_modality: dict[str, dict[str, torch.Tensor]] = {}
         rest = {}
         for key, value in kwargs.items():
-            suffix = next((s for s in MODALITY_INPUT_SUFFIXES if key.endswith("_" + s)), None)
+            suffix = modality_input_suffix(key)
             if suffix is None:
                 rest[key] = value
                 continue
@@ -606,7 +606,7 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
     ) -> torch.LongTensor:
         """Answers with the frozen LLM's `generate` (beam search etc. via its generation kwargs)."""
         kwargs.pop("labels", None)
-        modality_inputs = {key: kwargs.pop(key) for key in list(kwargs) if key.endswith(MODALITY_INPUT_SUFFIXES)}
+        modality_inputs = {key: kwargs.pop(key) for key in list(kwargs) if modality_input_suffix(key) is not None}
         prepared = self.prepare_language_model_inputs(input_ids, attention_mask, modalities, **modality_inputs)
         return self.language_model.generate(
             inputs_embeds=prepared.inputs_embeds, attention_mask=prepared.attention_mask, **kwargs
@@ -696,6 +696,13 @@ def is_trainable_parameter_name(name: str) -> bool:
     if name.startswith("mmqa."):
         return "modules_to_save" in parts
     return name.startswith("fusion.")
+
+
+def modality_input_suffix(key: str) -> str | None:
+    """The suffix of a `{modality}_{suffix}` input key, or None for any other keyword (e.g. generation kwargs)."""
+    if key.startswith("decoder_"):
+        return None
+    return next((suffix for suffix in MODALITY_INPUT_SUFFIXES if key.endswith("_" + suffix)), None)
 
 
 def _require(inputs: dict[str, torch.Tensor], modality: str, suffix: str, what: str) -> torch.Tensor:
