@@ -714,7 +714,7 @@ def _require(inputs: dict[str, torch.Tensor], modality: str, suffix: str, what: 
 
 
 def _check_finite(modality: str, what: str, tensor: torch.Tensor) -> None:
-    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+    if tensor.is_floating_point() and not tensor.is_meta and not bool(torch.isfinite(tensor).all()):
         raise ValueError(
             f"Modality {modality!r}: `{modality}_{what}` contains NaN or inf values; fix the input or its "
             "preprocessing (e.g. a corrupt frame or feature file)."
