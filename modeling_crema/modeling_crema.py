@@ -341,7 +341,7 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
 
     def _encode_frames(self, spec: dict, pixel_values: torch.Tensor) -> torch.Tensor:
         name, size = spec["name"], self.config.vision_config.image_size
-        _check_finite(name, "pixel_values", pixel_values)
+        check_finite(name, "pixel_values", pixel_values)
         if pixel_values.ndim != 5 or pixel_values.shape[2] != 3 or tuple(pixel_values.shape[-2:]) != (size, size):
             raise ValueError(
                 f"Modality {name!r}: `{name}_pixel_values` must have shape (B, T, 3, {size}, {size}); "
@@ -355,7 +355,7 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
 
     def _encode_audio(self, spec: dict, input_values: torch.Tensor) -> torch.Tensor:
         name = spec["name"]
-        _check_finite(name, "input_values", input_values)
+        check_finite(name, "input_values", input_values)
         if input_values.ndim < 3:
             raise ValueError(
                 f"Modality {name!r}: `{name}_input_values` must be (B, S, ...) with S audio segments; "
@@ -368,7 +368,7 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
 
     def _check_features(self, spec: dict, features: torch.Tensor) -> torch.Tensor:
         name, width = spec["name"], spec["feature_size"]
-        _check_finite(name, "features", features)
+        check_finite(name, "features", features)
         if features.ndim == 3:
             features = features.unsqueeze(1)
         if features.ndim != 4 or features.shape[-1] != width:
@@ -713,7 +713,7 @@ def _require(inputs: dict[str, torch.Tensor], modality: str, suffix: str, what: 
     return value
 
 
-def _check_finite(modality: str, what: str, tensor: torch.Tensor) -> None:
+def check_finite(modality: str, what: str, tensor: torch.Tensor) -> None:
     if tensor.is_floating_point() and not tensor.is_meta and not bool(torch.isfinite(tensor).all()):
         raise ValueError(
             f"Modality {modality!r}: `{modality}_{what}` contains NaN or inf values; fix the input or its "

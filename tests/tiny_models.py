@@ -58,6 +58,7 @@ def tiny_backbone_kwargs(vocab_size: int = 128) -> dict:
             num_attention_heads=4,
             image_size=IMAGE_SIZE,
             patch_size=8,
+            initializer_range=0.02,  # BLIP-2's default (1e-10) would make the tiny ViT's features ~1e-9
         ).to_dict(),
         qformer_config=Blip2QFormerConfig(
             hidden_size=32,
