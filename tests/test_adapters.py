@@ -173,3 +173,23 @@ def test_interrupted_adapter_save_keeps_previous_folder(tmp_path, monkeypatch):
         model.save_adapter(tmp_path / "video", "video")
     assert (tmp_path / "video" / ADAPTER_WEIGHTS_NAME).read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["video"]
+
+
+def test_plain_peft_loads_a_saved_adapter(tmp_path):
+    """`PeftModel.from_pretrained` (no crema code involved in loading) restores the same tensors."""
+    from peft import PeftModel
+
+    source = tiny_crema_model(["video", "thermal"])
+    randomize_lora_b(source)
+    source.save_adapter(tmp_path / "thermal", "thermal")
+
+    base = tiny_crema_model([])
+    base.mmqa["thermal"] = base._new_query_adapter(feature_size=48)  # the module PEFT's modules_to_save wraps
+    loaded = PeftModel.from_pretrained(base, tmp_path / "thermal", adapter_name="thermal").base_model.model
+    saved = _adapter_tensors(source, "thermal")
+    layer = loaded.qformer.encoder.layer[1].attention.attention.value
+    assert torch.equal(layer.lora_B["thermal"].weight,
+                       saved["base_model.model.qformer.encoder.layer.1.attention.attention.value.lora_B.weight"])
+    restored = loaded.mmqa["thermal"].modules_to_save["thermal"]
+    assert torch.equal(restored.language_projection.weight,
+                       saved["base_model.model.mmqa.thermal.language_projection.weight"])
