@@ -12,7 +12,7 @@ import contextlib
 import json
 import os
 import warnings
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
@@ -95,13 +95,38 @@ def route_to_modality(model: nn.Module, modality: str) -> Iterator[None]:
     """
     layers = list(lora_layers(model.qformer))
     previous = [layer._active_adapter for layer in layers]
+    previous_modality = getattr(model, "routed_modality", None)
     for layer in layers:
         layer._active_adapter = [modality]
+    model.routed_modality = modality  # read by activation checkpointing to route its recomputation the same way
     try:
         yield
     finally:
         for layer, active in zip(layers, previous):
             layer._active_adapter = active
+        model.routed_modality = previous_modality
+
+
+def checkpoint_with_routing(model: nn.Module, checkpoint_function: Callable) -> Callable:
+    """Wraps a `torch.utils.checkpoint` function so a Q-Former layer's recomputation in the backward pass (which
+    runs outside `route_to_modality`) uses the same modality's LoRA as its forward pass did."""
+    if getattr(checkpoint_function, "keywords", {}).get("use_reentrant", False):
+        raise ValueError(
+            "CREMA needs non-reentrant activation checkpointing (its modality routing is restored through "
+            "`context_fn`): pass {'use_reentrant': False}."
+        )
+
+    def checkpoint_routed(function: Callable, *args: Any, **kwargs: Any) -> Any:
+        modality = getattr(model, "routed_modality", None)
+        if modality is None:
+            return checkpoint_function(function, *args, **kwargs)
+
+        def contexts():
+            return contextlib.nullcontext(), route_to_modality(model, modality)
+
+        return checkpoint_function(function, *args, context_fn=contexts, **kwargs)
+
+    return checkpoint_routed
 
 
 def modality_module(model: nn.Module, modality: str) -> nn.Module:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from peft import LoraConfig
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import AutoModel, AutoModelForSeq2SeqLM, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.models.blip_2.modeling_blip_2 import Blip2QFormerModel, Blip2VisionModel
@@ -24,6 +25,7 @@ from transformers.utils import ModelOutput, logging
 
 from .adapters import (
     adapter_state_dict,
+    checkpoint_with_routing,
     inject_modality_adapter,
     load_adapter_state_dict,
     modality_lora_config,
@@ -73,7 +75,7 @@ class CremaPreTrainedModel(PreTrainedModel):
     base_model_prefix = "crema"
     main_input_name = "input_ids"
     input_modalities = ("image", "video", "audio", "text")
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True
     _supports_sdpa = True
     _supports_attention_backend = True
     _keep_in_fp32_modules = ["query_tokens", "qformer", "mmqa"]
@@ -139,6 +141,14 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
             if frozen is not None:
                 frozen.eval()
         return self
+
+    def _set_gradient_checkpointing(self, enable: bool = True, gradient_checkpointing_func=checkpoint, **kwargs):
+        """Activation checkpointing; Q-Former layers recompute under the same modality routing as their forward."""
+        if enable:
+            gradient_checkpointing_func = checkpoint_with_routing(self, gradient_checkpointing_func)
+        super()._set_gradient_checkpointing(
+            enable=enable, gradient_checkpointing_func=gradient_checkpointing_func, **kwargs
+        )
 
     def _update_trainable_parameters(self) -> None:
         """Freezes everything except LoRA weights, the trainable MMQA copies and the fusion."""

@@ -143,3 +143,30 @@ def test_precomputed_features_match_pixels(tokenizer):
     }
     assert cached["video_features"].shape[:2] == (2, NUM_FRAMES)
     assert torch.allclose(model(**inputs, **text).logits, model(**cached, **text).logits, atol=1e-5)
+
+
+def test_activation_checkpointing_keeps_each_modality_on_its_own_adapter(tokenizer):
+    """Recomputation in the backward pass runs outside the routing block: it must still use the right LoRA."""
+    modalities = ["video", "flow", "depth"]
+    batch = None
+    gradients = []
+    for checkpointing in (False, True):
+        model = tiny_crema_model(modalities, fusion=modalities, seed=0)
+        randomize_lora_b(model)
+        model.train()
+        if checkpointing:
+            model.activation_checkpointing_enable()
+            assert model.qformer.encoder.layer[0].gradient_checkpointing
+        batch = batch or {**modality_inputs(model.config), **text_inputs(tokenizer)}
+        model(**batch).loss.backward()
+        gradients.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+    plain, checkpointed = gradients
+    assert plain.keys() == checkpointed.keys()
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_reentrant_checkpointing_is_refused():
+    model = tiny_crema_model(["video"])
+    with pytest.raises(ValueError, match="non-reentrant"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
