@@ -235,12 +235,16 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         Returns the modality name. The backbone is never reloaded.
         """
         lora_config, tensors, saved_spec = read_adapter_folder(pretrained_model_name_or_path, subfolder, **hub_kwargs)
-        name = adapter_name or (saved_spec or {}).get("name") or os.path.basename(os.path.normpath(str(subfolder or pretrained_model_name_or_path)))
+        saved_name = _saved_modality_name(tensors)
+        name = adapter_name or saved_name or os.path.basename(os.path.normpath(str(subfolder or pretrained_model_name_or_path)))
+        if saved_name and saved_name != name:  # loading e.g. a "thermal" adapter as "thermal_v2"
+            tensors = {key.replace(f".mmqa.{saved_name}.", f".mmqa.{name}."): value for key, value in tensors.items()}
         spec = dict(saved_spec or {})
         spec.pop("name", None)
         spec.setdefault("feature_size", _infer_feature_size(tensors, self.config.vision_config.hidden_size))
-        previous = None
+        previous, position = None, None
         if name in self.mmqa:
+            position = self.config.modality_names.index(name)
             previous = (self.config.modality(name), adapter_state_dict(self, name), self.peft_config[name])
             self.remove_modality(name)
         lora_config.modules_to_save = [f"mmqa.{name}"]
@@ -254,9 +258,17 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
                 old_spec, old_tensors, old_config = previous
                 self.add_modality(lora_config=old_config, **old_spec)
                 load_adapter_state_dict(self, name, old_tensors)
+                self._move_modality(name, position)
             raise
+        if position is not None:  # a swapped adapter keeps its place (the first modality is the major one)
+            self._move_modality(name, position)
         self._update_trainable_parameters()
         return name
+
+    def _move_modality(self, name: str, position: int) -> None:
+        specs = [spec for spec in self.config.modalities if spec["name"] != name]
+        specs.insert(position, self.config.modality(name))
+        self.config.modalities = specs
 
     def push_adapter_to_hub(
         self,
@@ -729,6 +741,15 @@ def check_finite(modality: str, what: str, tensor: torch.Tensor) -> None:
             f"Modality {modality!r}: `{modality}_{what}` contains NaN or inf values; fix the input or its "
             "preprocessing (e.g. a corrupt frame or feature file)."
         )
+
+
+def _saved_modality_name(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The modality an adapter file was saved for, read from its `mmqa.<modality>.` keys."""
+    for key in tensors:
+        parts = key.split(".")
+        if "mmqa" in parts[:-1]:
+            return parts[parts.index("mmqa") + 1]
+    return None
 
 
 def _infer_feature_size(tensors: dict[str, torch.Tensor], default: int) -> int:

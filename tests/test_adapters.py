@@ -193,3 +193,24 @@ def test_plain_peft_loads_a_saved_adapter(tmp_path):
     restored = loaded.mmqa["thermal"].modules_to_save["thermal"]
     assert torch.equal(restored.language_projection.weight,
                        saved["base_model.model.mmqa.thermal.language_projection.weight"])
+
+
+def test_swapping_the_major_modality_keeps_its_place(tmp_path, tokenizer):
+    model = tiny_crema_model(["video", "depth"])  # no fusion: the first modality is the major one
+    model.save_adapter(tmp_path / "video", "video")
+    batch = {**modality_inputs(model.config), **text_inputs(tokenizer)}
+    before = model(**batch).logits
+    model.load_adapter(tmp_path / "video")
+    assert model.config.modality_names == ["video", "depth"]
+    assert torch.equal(model(**batch).logits, before)
+
+
+def test_load_an_adapter_under_another_name(tmp_path):
+    source = tiny_crema_model(["video", "thermal"])
+    randomize_lora_b(source)
+    source.save_adapter(tmp_path / "thermal", "thermal")
+    model = tiny_crema_model(["video"])
+    assert model.load_adapter(tmp_path / "thermal", adapter_name="thermal_v2") == "thermal_v2"
+    saved, loaded = _adapter_tensors(source, "thermal"), _adapter_tensors(model, "thermal_v2")
+    renamed = {key.replace(".mmqa.thermal.", ".mmqa.thermal_v2."): value for key, value in saved.items()}
+    assert renamed.keys() == loaded.keys() and all(torch.equal(renamed[k], loaded[k]) for k in renamed)
