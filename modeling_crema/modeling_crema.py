@@ -599,13 +599,18 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
     ) -> CremaForConditionalGenerationOutput:
         r"""
         input_ids / attention_mask: (B, L) tokenised prompt for the T5 encoder.
-        labels: (B, A) answer token ids, padding set to -100.
+        labels: (B, A) answer token ids, padding set to -100. Without labels or `decoder_input_ids`, the logits
+            are those of the first answer token (decoder start only).
         modalities: optional subset of the attached modalities to answer with (others absent, fusion gets zeros).
         **kwargs: per-modality inputs `{m}_pixel_values` (B, T, 3, H, W), `{m}_input_values` (B, S, ...),
             `{m}_features` (B, [G,] N, D), `{m}_attention_mask`, `{m}_coordinates` (B, N, 3).
         """
         language_kwargs = {key: kwargs.pop(key) for key in LANGUAGE_MODEL_KWARGS if key in kwargs}
         prepared = self.prepare_language_model_inputs(input_ids, attention_mask, modalities, **kwargs)
+        if labels is None and decoder_input_ids is None and "encoder_outputs" not in language_kwargs:
+            # No answer given: score the first answer step (e.g. the option letter of a multiple-choice question).
+            start = self.config.text_config.decoder_start_token_id
+            decoder_input_ids = torch.full((input_ids.shape[0], 1), start, dtype=torch.long, device=input_ids.device)
         outputs = self.language_model(
             inputs_embeds=prepared.inputs_embeds,
             attention_mask=prepared.attention_mask,

@@ -2,9 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
-import sysconfig
 import textwrap
 
 import pytest
@@ -13,6 +10,8 @@ from safetensors import safe_open
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
 
 from modeling_crema import CremaConfig, CremaForConditionalGeneration
+from clean_env import IMPORT_GUARD, python_without_crema, run_isolated
+from media_fixtures import media_dir, video_with_audio  # noqa: F401  (pytest fixtures)
 from tiny_models import modality_inputs, randomize_lora_b, text_inputs, tiny_crema_model
 
 
@@ -95,26 +94,13 @@ def test_interrupted_save_keeps_previous_checkpoint(saved_model, tmp_path, monke
 def test_trust_remote_code_in_clean_virtualenv(saved_model, tmp_path, tokenizer):
     """A virtualenv that sees torch/transformers/peft but not this package loads the model from its folder alone."""
     model, directory = saved_model
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    site_packages = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
-    ).stdout.strip()
-    # Plain paths only: the editable-install hooks (.pth files) of the outer environment are not processed.
-    dependencies = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-    with open(os.path.join(site_packages, "outer_dependencies.pth"), "w") as handle:
-        handle.write("\n".join(sorted(dependencies)) + "\n")
-
+    python = python_without_crema(tmp_path)
     batch = {**modality_inputs(model.config), **text_inputs(tokenizer)}
-    torch.save({k: v for k, v in batch.items()}, tmp_path / "batch.pt")
+    torch.save(dict(batch), tmp_path / "batch.pt")
     torch.save(model(**batch).logits, tmp_path / "expected.pt")
-    script = textwrap.dedent(
+    script = IMPORT_GUARD + textwrap.dedent(
         f"""
-        import importlib.util, sys, torch
-        for package in ("modeling_crema", "crema_processing", "crema_training"):
-            assert importlib.util.find_spec(package) is None, package + " must not be importable here"
+        import torch
         from transformers import AutoModel
         model = AutoModel.from_pretrained({str(directory)!r}, trust_remote_code=True).eval()
         assert type(model).__name__ == "CremaForConditionalGeneration"
@@ -125,14 +111,42 @@ def test_trust_remote_code_in_clean_virtualenv(saved_model, tmp_path, tokenizer)
         print("REMOTE-CODE-OK")
         """
     )
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
-    env["HF_HOME"] = str(tmp_path / "hf_home")
-    env["HF_HUB_OFFLINE"] = "1"
-    result = subprocess.run(
-        [str(python), "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
+    result = run_isolated(python, script, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "REMOTE-CODE-OK" in result.stdout
+
+
+def test_model_and_processor_from_one_folder_with_remote_code(tmp_path, tokenizer, video_with_audio):
+    """What a Hub user does: AutoProcessor + AutoModel from one repo, a video file in, an answer out."""
+    from crema_processing import CremaProcessor
+
+    model = tiny_crema_model(["video", "flow"], fusion=["video", "flow"])
+    randomize_lora_b(model)
+    processor = CremaProcessor.from_model_config(model.config, tokenizer)
+    directory = tmp_path / "crema-repo"
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    question = {"videos": str(video_with_audio), "question": "What is the person doing?",
+                "options": ["cooking", "dancing", "reading"], "flow": True}
+    expected = model(**processor(**question)).logits
+    torch.save(expected, tmp_path / "expected.pt")
+
+    script = IMPORT_GUARD + textwrap.dedent(
+        f"""
+        import torch
+        from transformers import AutoModel, AutoProcessor
+        processor = AutoProcessor.from_pretrained({str(directory)!r}, trust_remote_code=True)
+        model = AutoModel.from_pretrained({str(directory)!r}, trust_remote_code=True).eval()
+        inputs = processor(**{question!r})
+        expected = torch.load({str(tmp_path / "expected.pt")!r}, weights_only=True)
+        torch.testing.assert_close(model(**inputs).logits, expected)
+        answer = processor.decode_answers(model.generate(**inputs, max_new_tokens=3), options=[{question["options"]!r}])
+        print("ANSWER", answer)
+        """
+    )
+    result = run_isolated(python_without_crema(tmp_path), script, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ANSWER [" in result.stdout
 
 
 def test_bfloat16_backbone_with_float32_adapters(saved_model, tokenizer):

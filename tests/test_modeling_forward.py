@@ -170,3 +170,13 @@ def test_reentrant_checkpointing_is_refused():
     model = tiny_crema_model(["video"])
     with pytest.raises(ValueError, match="non-reentrant"):
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
+
+
+def test_forward_without_answer_scores_the_first_answer_token(tokenizer):
+    model = tiny_crema_model(["video"])
+    text = text_inputs(tokenizer)
+    inputs = {**modality_inputs(model.config), "input_ids": text["input_ids"], "attention_mask": text["attention_mask"]}
+    outputs = model(**inputs)
+    assert outputs.loss is None and outputs.logits.shape == (2, 1, model.config.text_config.vocab_size)
+    first_step = model.generate(**inputs, max_new_tokens=1, do_sample=False)[:, 1]
+    assert torch.equal(outputs.logits[:, 0].argmax(-1), first_step)
