@@ -80,10 +80,14 @@ class CremaConfig(PreTrainedConfig):
         num_audio_segments: audio segments S per clip.
         lora_rank / lora_alpha / lora_dropout: LoRA on the Q-Former self-attention query and value.
         use_fusion: fuse the supportive modalities with the self-gated fusion (else plain concatenation).
+        token_layout: "paper" (DESIGN §1.4: fused tokens concatenated after the major modality's) or
+            "reference" (the authors' code: fused tokens added to the major modality's; use it with their
+            converted checkpoints). See `token_layout.py`.
         fusion_modalities: the ordered modalities the fusion was built for (major first).
         frame_prefix_template: text put before each frame's tokens ("Frame {i}: ", i from 1).
         frame_prefix_token_ids: its token ids per frame (filled by `set_prefix_tokens`); empty means no prefixes.
-        max_points / point_position_scale / point_grid_size: point-cloud padding and position embedding.
+        max_points / point_position_scale / point_grid_size: point-cloud padding, position-embedding scale and the
+            voxel grid (coordinates must lie in [0, point_grid_size)).
     """
 
     model_type = "crema"
@@ -108,6 +112,7 @@ class CremaConfig(PreTrainedConfig):
     lora_dropout: float = 0.1
     use_fusion: bool = True
     fusion_modalities: list | None = None
+    token_layout: str = "paper"
     frame_prefix_template: str = "Frame {i}: "
     frame_prefix_token_ids: list | None = None
     max_points: int = 5000
@@ -124,6 +129,8 @@ class CremaConfig(PreTrainedConfig):
                 f"CREMA needs an encoder-decoder language model (Flan-T5 / T5); got text_config of type "
                 f"{self.text_config.model_type!r}. Decoder-only LLMs are not supported yet."
             )
+        if self.token_layout not in ("paper", "reference"):
+            raise ValueError(f"token_layout must be 'paper' or 'reference'; got {self.token_layout!r}.")
         specs = [
             make_modality_spec(**spec) if isinstance(spec, dict) else make_modality_spec(spec)
             for spec in (self.modalities or [])

@@ -115,7 +115,8 @@ def convert_reference_checkpoint(
     """Writes `output_dir/adapters/<modality>/` (PEFT) and `output_dir/fusion/`; returns the modality order.
 
     Load them with `model.load_adapter(output_dir / "adapters" / m)` and `model.load_fusion(output_dir / "fusion")`
-    on a CREMA built `from_blip2` of the same BLIP-2 the authors used (Flan-T5-XL).
+    on a CREMA built `from_blip2` of the same BLIP-2 the authors used (Flan-T5-XL) with `token_layout="reference"`,
+    the layout their code trained with.
     """
     adapters, ranks, fusion = convert_reference_state_dict(load_reference_state_dict(checkpoint_path), modalities)
     order = list(adapters)

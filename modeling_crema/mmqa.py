@@ -50,32 +50,35 @@ class ModalityQueryAdapter(nn.Module):
         self.language_projection = nn.Linear(qformer_hidden_size, text_hidden_size)
 
     def prepare_encoder_states(
-        self, features: torch.Tensor, position_embedding: torch.Tensor | None = None
+        self, features: torch.Tensor, position_embedding: torch.Tensor | None = None, normalize: bool = True
     ) -> torch.Tensor:
+        """`normalize=False` skips the input LayerNorm: point-cloud features reach the Q-Former as they are, as
+        in 3D-LLM and the authors' code (the LayerNorm still exists, so parameter counts match the paper)."""
         features = features.to(self.input_layernorm.weight.dtype)  # frozen encoders may run in bf16/fp16
         if self.input_projection is not None:
             features = self.input_projection(features)
         if position_embedding is not None:
             features = features + position_embedding.to(features.dtype)
-        return self.input_layernorm(features)
+        return self.input_layernorm(features) if normalize else features
 
     def project_to_language(self, query_output: torch.Tensor) -> torch.Tensor:
         return self.language_projection(query_output.to(self.language_projection.weight.dtype))
 
 
-def sinusoidal_point_embedding(coordinates: torch.Tensor, width: int, grid_size: int = 256) -> torch.Tensor:
-    """Fixed sin/cos embedding of voxel coordinates (3D-LLM style): width // 3 dims per axis, zero-padded to width.
+def sinusoidal_point_embedding(coordinates: torch.Tensor, width: int) -> torch.Tensor:
+    """Fixed sin/cos embedding of voxel coordinates, as 3D-LLM builds it (`PositionalEncoding1D(width // 3)` per
+    axis: interleaved sin/cos over ceil(c / 2) frequencies, cut to c = width // 3 channels), zero-padded to width.
 
-    coordinates: (..., 3) integer voxel indices in [0, grid_size). Returns (..., width) float32.
+    coordinates: (..., 3) integer voxel indices. Returns (..., width) float32.
     """
-    per_axis = width // 3
-    half = per_axis // 2
-    frequencies = 1.0 / (10000 ** (torch.arange(half, dtype=torch.float32, device=coordinates.device) / max(half, 1)))
+    channels = width // 3
+    even = 2 * math.ceil(channels / 2)
+    frequencies = 1.0 / (10000 ** (torch.arange(0, even, 2, dtype=torch.float32, device=coordinates.device) / even))
     axes = []
     for axis in range(3):
         angles = coordinates[..., axis : axis + 1].float() * frequencies
-        embedding = torch.cat([angles.sin(), angles.cos()], dim=-1)
-        axes.append(nn.functional.pad(embedding, (0, per_axis - embedding.shape[-1])))
+        interleaved = torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-2)
+        axes.append(interleaved[..., :channels])
     embedding = torch.cat(axes, dim=-1)
     return nn.functional.pad(embedding, (0, width - embedding.shape[-1]))
 

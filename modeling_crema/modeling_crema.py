@@ -39,6 +39,7 @@ from .configuration_crema import CremaConfig, make_modality_spec
 from .fusion import SelfGatedFusion, read_fusion_folder, write_fusion_folder
 from .mmqa import ModalityQueryAdapter, QueryTokens, kaiming_uniform_, sinusoidal_point_embedding
 from .saving import atomic_directory
+from .token_layout import LAYOUTS, LayoutParts
 
 logger = logging.get_logger(__name__)
 
@@ -180,7 +181,7 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
                     f"Modality {name!r}: feature_size {spec['feature_size']} differs from the audio encoder's width "
                     f"{self.config.audio_config.hidden_size}."
                 )
-        self.mmqa[name] = self._new_query_adapter(spec["feature_size"])
+        self.mmqa[name] = self._new_query_adapter(spec["feature_size"], copy_vision_layernorm=spec["encoder"] == "vision")
         lora_config = lora_config or modality_lora_config(
             name,
             self.config.lora_rank,
@@ -193,7 +194,7 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         self._update_trainable_parameters()
         self.train(self.training)  # new modules follow the model's mode (no dropout in an eval-mode model)
 
-    def _new_query_adapter(self, feature_size: int) -> ModalityQueryAdapter:
+    def _new_query_adapter(self, feature_size: int, copy_vision_layernorm: bool = True) -> ModalityQueryAdapter:
         config = self.config
         adapter = ModalityQueryAdapter(
             feature_size=feature_size,
@@ -206,9 +207,10 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         with torch.no_grad():
             adapter.query_tokens.weight.copy_(self.query_tokens)
             adapter.language_projection.load_state_dict(self.language_projection.state_dict())
-            if adapter.input_projection is None:
+            # Visual modalities start from the ViT's post-LayerNorm (LAVIS `ln_vision`); others from ones/zeros.
+            if copy_vision_layernorm:
                 adapter.input_layernorm.load_state_dict(self.vision_model.post_layernorm.state_dict())
-            else:
+            if adapter.input_projection is not None:
                 kaiming_uniform_(adapter.input_projection)
         return adapter
 
@@ -418,12 +420,18 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
                     f"Modality {modality!r}: `{modality}_coordinates` must be ({batch}, {tokens}, 3); "
                     f"got {tuple(coordinates.shape)}."
                 )
+            grid = self.config.point_grid_size
+            if coordinates.numel() and not coordinates.is_meta and (coordinates.min() < 0 or coordinates.max() >= grid):
+                raise ValueError(
+                    f"Modality {modality!r}: voxel coordinates must lie in [0, {grid}) (config.point_grid_size); "
+                    f"got values in [{int(coordinates.min())}, {int(coordinates.max())}]. Voxelise the points first."
+                )
             width = self.config.vision_config.hidden_size
-            position_embedding = self.config.point_position_scale * sinusoidal_point_embedding(
-                coordinates, width, self.config.point_grid_size
-            ).unsqueeze(1)
-            position_embedding = position_embedding.expand(batch, groups, tokens, width).flatten(0, 1)
-        states = adapter.prepare_encoder_states(features.flatten(0, 1), position_embedding)
+            position_embedding = self.config.point_position_scale * sinusoidal_point_embedding(coordinates, width)
+            position_embedding = position_embedding.unsqueeze(1).expand(batch, groups, tokens, width).flatten(0, 1)
+        states = adapter.prepare_encoder_states(
+            features.flatten(0, 1), position_embedding, normalize=spec["encoder"] != "point_cloud"
+        )
         encoder_mask = self._encoder_mask(modality, inputs.get(f"{modality}_attention_mask"), batch, groups, tokens)
         with route_to_modality(self, modality):
             query_output = self.qformer(
@@ -490,28 +498,25 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
             logger.warning(f"Inputs for {ignored} are ignored: `modalities` asks for {modalities} only.")
         return [name for name in attached if name in modalities]
 
-    def _frame_prefix(self, index: int, batch: int, embed: nn.Module) -> torch.Tensor | None:
-        ids = self.config.frame_prefix_token_ids
-        if not ids or index >= len(ids) or not ids[index]:
-            return None
-        tokens = torch.tensor(ids[index], device=embed.weight.device)
-        return embed(tokens).unsqueeze(0).expand(batch, -1, -1)
-
-    def _text_prefix(self, ids: list[int], batch: int, embed: nn.Module) -> torch.Tensor | None:
+    @staticmethod
+    def _embed_prefix(ids: list[int], batch: int, embed: nn.Module) -> torch.Tensor | None:
         if not ids:
             return None
         return embed(torch.tensor(ids, device=embed.weight.device)).unsqueeze(0).expand(batch, -1, -1)
 
-    def _frames_with_prefixes(self, embeds: torch.Tensor, embed: nn.Module) -> list[torch.Tensor]:
-        """(B, G, Q, H) -> ["Frame 1: ", q_1, "Frame 2: ", q_2, ...] pieces (prefixes only when G > 1)."""
-        batch, groups = embeds.shape[:2]
-        pieces = []
-        for index in range(groups):
-            prefix = self._frame_prefix(index, batch, embed) if groups > 1 else None
-            if prefix is not None:
-                pieces.append(prefix.to(embeds.dtype))
-            pieces.append(embeds[:, index])
-        return pieces
+    def _fuse(self, modality_embeds: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The self-gated fusion of the supportive modalities, aligned to the major modality's frames."""
+        major = self.fusion.modalities[0]
+        if major not in modality_embeds:
+            raise ValueError(f"The fusion needs its major modality {major!r}; no input was given for it.")
+        frames = modality_embeds[major].shape[1]
+        supportive = [
+            self._align_to_frames(name, modality_embeds[name], frames)
+            if name in modality_embeds
+            else torch.zeros_like(modality_embeds[major])  # an absent supportive modality contributes zeros
+            for name in self.fusion.supportive_modalities
+        ]
+        return self.fusion([s.to(self.fusion.projection.weight.dtype) for s in supportive])
 
     def _align_to_frames(self, name: str, embeds: torch.Tensor, frames: int) -> torch.Tensor:
         """Supportive modality (B, G, Q, H) -> (B, T, Q, H): audio averaged over segments, static ones repeated."""
@@ -550,32 +555,22 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         embed = self.get_input_embeddings()
         prompt_embeds = embed(input_ids)
         dtype = prompt_embeds.dtype
-        pieces: list[torch.Tensor] = []
+        fused, fused_modalities = None, []
         if self.fusion is not None:
-            major = self.fusion.modalities[0]
-            if major not in modality_embeds:
-                raise ValueError(f"The fusion needs its major modality {major!r}; no input was given for it.")
-            major_embeds = modality_embeds[major].to(dtype)
-            frames = major_embeds.shape[1]
-            supportive = [
-                self._align_to_frames(name, modality_embeds[name], frames)
-                if name in modality_embeds
-                else torch.zeros_like(modality_embeds[major])  # an absent supportive modality contributes zeros
-                for name in self.fusion.supportive_modalities
-            ]
-            fused = self.fusion([s.to(self.fusion.projection.weight.dtype) for s in supportive]).to(dtype)
-            pieces += self._frames_with_prefixes(major_embeds, embed) + self._frames_with_prefixes(fused, embed)
-            extra = [name for name in used if name not in self.fusion.modalities]
-        else:
-            extra = used
-        for position, name in enumerate(extra):
-            if self.fusion is None and position == 0:
-                pieces += self._frames_with_prefixes(modality_embeds[name].to(dtype), embed)
-                continue
-            prefix = self._text_prefix(self.config.modality(name)["prefix_token_ids"], batch, embed)
-            if prefix is not None:
-                pieces.append(prefix.to(dtype))
-            pieces += self._frames_with_prefixes(modality_embeds[name].to(dtype), embed)
+            fused, fused_modalities = self._fuse(modality_embeds), self.fusion.modalities
+            used = [fused_modalities[0]] + [name for name in used if name != fused_modalities[0]]
+        parts = LayoutParts(
+            order=used,
+            embeds={name: value.to(dtype) for name, value in modality_embeds.items()},
+            fused=None if fused is None else fused.to(dtype),
+            fused_modalities=fused_modalities,
+            frame_prefixes=[self._embed_prefix(ids, batch, embed) for ids in self.config.frame_prefix_token_ids],
+            modality_prefixes={
+                name: self._embed_prefix(self.config.modality(name)["prefix_token_ids"], batch, embed) for name in used
+            },
+            encoders={name: self.config.modality(name)["encoder"] for name in used},
+        )
+        pieces = LAYOUTS[self.config.token_layout](parts)
         visual = torch.cat(pieces, dim=1)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)

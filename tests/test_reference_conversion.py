@@ -13,7 +13,8 @@ MODALITIES = ["video", "audio", "depth", "point_cloud"]
 def _trained_model():
     # audio as 24-d precomputed features (the paper's BEATs features are 768-d): it gets an input projection
     model = tiny_crema_model(
-        ["video", {"name": "audio", "feature_size": 24}, "depth", "point_cloud"], fusion=MODALITIES
+        ["video", {"name": "audio", "feature_size": 24}, "depth", "point_cloud"], fusion=MODALITIES,
+        token_layout="reference",
     )
     randomize_lora_b(model)
     with torch.no_grad():
@@ -58,7 +59,7 @@ def test_reference_checkpoint_converts_to_identical_model(tmp_path, tokenizer):
     order = convert_reference_checkpoint(tmp_path / "checkpoint_best.pth", tmp_path / "converted")
     assert order == MODALITIES
 
-    fresh = tiny_crema_model([])  # same backbone (seed 0), no adapters yet
+    fresh = tiny_crema_model([], token_layout="reference")  # same backbone (seed 0), no adapters yet
     for name in order:
         fresh.load_adapter(tmp_path / "converted" / "adapters" / name)
     fresh.load_fusion(tmp_path / "converted" / "fusion")

@@ -64,6 +64,9 @@ def run_convert(args: argparse.Namespace) -> int:
 
     order = convert_reference_checkpoint(args.checkpoint, args.out, args.modalities)
     print(f"Wrote adapters for {', '.join(order)} to {args.out}/adapters and the fusion (if any) to {args.out}/fusion")
+    print("Load them on a CREMA built with token_layout='reference' (the authors' token layout), e.g.\n"
+          "  CremaForConditionalGeneration.from_blip2('Salesforce/blip2-flan-t5-xl', modalities=[], "
+          "token_layout='reference')")
     return 0
 
 

@@ -1,0 +1,89 @@
+"""Where each modality's query embeddings go in front of the prompt (the LLM encoder's input).
+
+Two layouts:
+- "paper" (DESIGN §1.4, paper eq. 3): with the fusion, [Frame i: major_i]_i then [Frame i: fused_i]_i, so
+  2·T·(p+Q) visual tokens whatever the number of modalities; without it, the major modality's frames, then each
+  supportive modality after its prefix ("Depth: ", "Audio: ", ...).
+- "reference" (the authors' released code, needed for their checkpoints): with the fusion, the gated fusion
+  output is *added* to the major modality, [Frame i: major_i + fused_i]_i (T·(p+Q) tokens); without it, the
+  per-frame modalities share each frame's prefix, [Frame i: major_i s1_i s2_i ...]_i, then audio tokens without a
+  prefix, then other modalities after their prefix ("3D Model: ").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+TOKEN_LAYOUTS = ("paper", "reference")
+
+
+@dataclass
+class LayoutParts:
+    """Everything a layout arranges; every tensor is already in the LLM's dtype.
+
+    order: the used modalities, major first. embeds: per modality (B, G, Q, H). fused: the gated fusion output
+    (B, T, Q, H) or None, and fused_modalities the modalities it consumed. frame_prefixes: embedded "Frame i: "
+    (B, p_i, H) per frame (empty: no prefixes). modality_prefixes: embedded prefix (B, p, H) or None.
+    encoders: each modality's encoder kind.
+    """
+
+    order: list[str]
+    embeds: dict[str, torch.Tensor]
+    fused: torch.Tensor | None
+    fused_modalities: list[str]
+    frame_prefixes: list[torch.Tensor]
+    modality_prefixes: dict[str, torch.Tensor | None]
+    encoders: dict[str, str]
+
+    def frames(self, embeds: torch.Tensor, *companions: torch.Tensor) -> list[torch.Tensor]:
+        """(B, G, Q, H) -> [Frame 1: x_1 c_1 ..., Frame 2: x_2 c_2 ..., ...]; prefixes only when G > 1."""
+        groups = embeds.shape[1]
+        pieces = []
+        for index in range(groups):
+            if groups > 1 and index < len(self.frame_prefixes):
+                pieces.append(self.frame_prefixes[index])
+            pieces += [embeds[:, index]] + [companion[:, index] for companion in companions]
+        return pieces
+
+    def prefixed(self, name: str, flat: bool = False) -> list[torch.Tensor]:
+        prefix = self.modality_prefixes.get(name)
+        pieces = [] if prefix is None else [prefix]
+        embeds = self.embeds[name]
+        return pieces + ([embeds.flatten(1, 2)] if flat else self.frames(embeds))
+
+
+def paper_layout(parts: LayoutParts) -> list[torch.Tensor]:
+    major, *others = parts.order
+    pieces = parts.frames(parts.embeds[major])
+    if parts.fused is not None:
+        pieces += parts.frames(parts.fused)
+        others = [name for name in others if name not in parts.fused_modalities]
+    for name in others:
+        pieces += parts.prefixed(name)
+    return pieces
+
+
+def reference_layout(parts: LayoutParts) -> list[torch.Tensor]:
+    major, *others = parts.order
+    major_embeds = parts.embeds[major]
+    frames = major_embeds.shape[1]
+    if parts.fused is not None:
+        pieces = parts.frames(major_embeds + parts.fused)
+        others = [name for name in others if name not in parts.fused_modalities]
+    elif parts.encoders[major] == "vision":
+        per_frame = [n for n in others if parts.encoders[n] == "vision" and parts.embeds[n].shape[1] == frames]
+        pieces = parts.frames(major_embeds, *(parts.embeds[name] for name in per_frame))
+        others = [name for name in others if name not in per_frame]
+    else:
+        pieces, others = parts.prefixed(major, flat=True), others
+    for name in others:
+        if parts.encoders[name] == "audio":  # the reference found audio works better without a prefix
+            pieces.append(parts.embeds[name].flatten(1, 2))
+        else:
+            pieces += parts.prefixed(name, flat=True)
+    return pieces
+
+
+LAYOUTS = {"paper": paper_layout, "reference": reference_layout}
