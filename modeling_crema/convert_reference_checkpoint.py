@@ -35,6 +35,8 @@ _MODULE_KEY = re.compile(r"^(query_tokens|t5_proj|ln)_([a-z]+)(?:\.(weight|bias)
 def load_reference_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Reads a LAVIS `.pth` (only tensors and plain containers are accepted) or a `.safetensors` file."""
     path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Reference checkpoint {path!r} does not exist.")
     if path.endswith(".safetensors"):
         return load_file(path)
     try:

@@ -44,6 +44,13 @@ def test_cli_reports_errors_without_traceback(tmp_path, capsys):
     assert "Could not read reference checkpoint" in capsys.readouterr().err
 
 
+def test_missing_files_are_reported_without_traceback(tmp_path, capsys):
+    assert main(["params", "--config", str(tmp_path / "missing")]) == 2
+    assert main(["convert-reference", str(tmp_path / "missing.pth"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "crema params: error:" in err and "missing.pth' does not exist" in err
+
+
 def test_unknown_subcommand_exits():
     with pytest.raises(SystemExit):
         main(["frobnicate"])

@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except ValueError as error:
+    except (ValueError, OSError) as error:  # bad input or a missing file / Hub repo: a message, not a traceback
         print(f"crema {args.command}: error: {error}", file=sys.stderr)
         return 2
 
