@@ -3,8 +3,8 @@
 Data flow for one clip (DESIGN §1):
   modality m inputs -> frozen encoder (pre-LayerNorm states) -> MMQA_m input LayerNorm (+ projection)
   -> frozen Q-Former routed to LoRA_m, with m's own query tokens -> MMQA_m language projection -> (B, G, Q, H)
-  major modality (+ frame prefixes) ++ self-gated fusion of the supportive ones (or their plain concatenation)
-  ++ prompt embeddings -> frozen T5 -> answer.
+  -> major modality and the self-gated fusion of the supportive ones (or their plain concatenation), laid out
+  with frame/modality prefixes (`token_layout.py`) -> ++ prompt embeddings -> frozen T5 -> answer.
 """
 
 from __future__ import annotations
@@ -414,21 +414,8 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         adapter = modality_module(self, modality)
         position_embedding = None
         if spec["encoder"] == "point_cloud":
-            coordinates = _require(inputs, modality, "coordinates", f"(B, {tokens}, 3) voxel coordinates")
-            if coordinates.shape != (batch, tokens, 3):
-                raise ValueError(
-                    f"Modality {modality!r}: `{modality}_coordinates` must be ({batch}, {tokens}, 3); "
-                    f"got {tuple(coordinates.shape)}."
-                )
-            grid = self.config.point_grid_size
-            if coordinates.numel() and not coordinates.is_meta and (coordinates.min() < 0 or coordinates.max() >= grid):
-                raise ValueError(
-                    f"Modality {modality!r}: voxel coordinates must lie in [0, {grid}) (config.point_grid_size); "
-                    f"got values in [{int(coordinates.min())}, {int(coordinates.max())}]. Voxelise the points first."
-                )
-            width = self.config.vision_config.hidden_size
-            position_embedding = self.config.point_position_scale * sinusoidal_point_embedding(coordinates, width)
-            position_embedding = position_embedding.unsqueeze(1).expand(batch, groups, tokens, width).flatten(0, 1)
+            position_embedding = self._point_position_embedding(modality, inputs, batch, tokens)
+            position_embedding = position_embedding.unsqueeze(1).expand(batch, groups, tokens, -1).flatten(0, 1)
         states = adapter.prepare_encoder_states(
             features.flatten(0, 1), position_embedding, normalize=spec["encoder"] != "point_cloud"
         )
@@ -441,6 +428,23 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
             ).last_hidden_state
         embeds = adapter.project_to_language(query_output)
         return embeds.view(batch, groups, *embeds.shape[1:])
+
+    def _point_position_embedding(self, modality: str, inputs: dict, batch: int, points: int) -> torch.Tensor:
+        """0.01 x the sinusoidal embedding of each point's voxel coordinates: (B, N, encoder width)."""
+        coordinates = _require(inputs, modality, "coordinates", f"(B, {points}, 3) voxel coordinates")
+        if coordinates.shape != (batch, points, 3):
+            raise ValueError(
+                f"Modality {modality!r}: `{modality}_coordinates` must be ({batch}, {points}, 3); "
+                f"got {tuple(coordinates.shape)}."
+            )
+        grid = self.config.point_grid_size
+        if coordinates.numel() and not coordinates.is_meta and (coordinates.min() < 0 or coordinates.max() >= grid):
+            raise ValueError(
+                f"Modality {modality!r}: voxel coordinates must lie in [0, {grid}) (config.point_grid_size); "
+                f"got values in [{int(coordinates.min())}, {int(coordinates.max())}]. Voxelise the points first."
+            )
+        width = self.config.vision_config.hidden_size
+        return self.config.point_position_scale * sinusoidal_point_embedding(coordinates, width)
 
     @staticmethod
     def _encoder_mask(modality: str, mask: torch.Tensor | None, batch: int, groups: int, tokens: int) -> torch.Tensor:
