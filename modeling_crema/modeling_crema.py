@@ -156,6 +156,12 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         for name, parameter in self.named_parameters():
             parameter.requires_grad_(is_trainable_parameter_name(name))
 
+    def print_trainable_parameters(self) -> None:
+        """Trainable parameters per modality adapter and fusion (as PEFT models print them)."""
+        from .parameter_report import format_parameter_table, trainable_parameter_rows
+
+        print(format_parameter_table(trainable_parameter_rows(self)))
+
     # ----------------------------------------------------------------------------------------- modality adapters
     def add_modality(
         self,

@@ -43,3 +43,11 @@ def test_report_matches_requires_grad_on_a_real_model():
     rows = dict(trainable_parameter_rows(model))
     assert rows["total trainable"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert rows["MMQA video"] == rows["MMQA depth"] == rows["MMQA flow"]
+
+
+def test_print_trainable_parameters(capsys):
+    model = tiny_crema_model(["video", "depth"], fusion=["video", "depth"])
+    model.print_trainable_parameters()
+    out = capsys.readouterr().out
+    total = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert "MMQA depth" in out and f"{total:,}" in out
