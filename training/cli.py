@@ -1,4 +1,4 @@
-"""The `crema` command line: one sub-command per job (`params`, `convert-reference`, `extract`)."""
+"""The `crema` command line: one sub-command per job (`params`, `init`, `answer`, `convert-reference`, `extract`)."""
 
 from __future__ import annotations
 
@@ -70,12 +70,78 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_init_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--blip2", required=True, help="a BLIP-2 checkpoint with a T5 LLM (folder or Hub id)")
+    parser.add_argument("--modalities", type=_modality_list, default=["video"], help="comma-separated, major first")
+    parser.add_argument("--out", required=True, help="output folder (model + processor)")
+    parser.add_argument("--num-frames", type=int, default=4)
+    parser.add_argument("--token-layout", choices=("paper", "reference"), default="paper")
+    fusion = parser.add_mutually_exclusive_group()
+    fusion.add_argument("--fusion", dest="use_fusion", action="store_true", default=None)
+    fusion.add_argument("--no-fusion", dest="use_fusion", action="store_false")
+
+
+def run_init(args: argparse.Namespace) -> int:
+    from .answer import build_model_folder
+
+    build_model_folder(
+        args.blip2, args.out, args.modalities, args.use_fusion, num_frames=args.num_frames,
+        token_layout=args.token_layout,
+    )
+    print(f"Saved CREMA ({', '.join(args.modalities)}) with its processor to {args.out}")
+    return 0
+
+
+def add_answer_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="a saved CREMA folder (model + processor) or Hub id")
+    parser.add_argument("video", help="the clip (video file or folder of frames)")
+    parser.add_argument("--question", required=True)
+    parser.add_argument("--option", action="append", dest="options", help="a multiple-choice option (repeat it)")
+    parser.add_argument("--audio-file", help="audio for an audio adapter (default: the clip's own track)")
+    parser.add_argument("--thermal", help="companion thermal clip")
+    parser.add_argument("--touch", help="companion touch clip")
+    parser.add_argument("--point-cloud", help="point-cloud features (.pt/.npy, voxels beside them)")
+    parser.add_argument("--num-beams", type=int, default=5)
+    parser.add_argument("--max-new-tokens", type=int, default=10)
+    parser.add_argument("--device", default="cuda" if _cuda_available() else "cpu")
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def run_answer(args: argparse.Namespace) -> int:
+    from .answer import answer_question, load_model_and_processor
+
+    model, processor = load_model_and_processor(args.model, args.device)
+    companions = {"audio": args.audio_file, "thermal": args.thermal, "touch": args.touch,
+                  "point_cloud": args.point_cloud}
+    answer = answer_question(
+        model, processor, args.video, args.question, args.options, companions,
+        num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
+    )
+    print(f"answer: {answer.text}")
+    print(f"modalities used: {', '.join(answer.used_modalities)}")
+    if answer.option_log_likelihoods:
+        for option, score in zip(args.options, answer.option_log_likelihoods):
+            print(f"  log-likelihood {score:9.3f}  {option}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crema", description="CREMA: multimodal video reasoning on a frozen BLIP-2.")
     commands = parser.add_subparsers(dest="command", required=True)
     params = commands.add_parser("params", help="trainable parameters per modality adapter and fusion")
     add_params_arguments(params)
     params.set_defaults(run=run_params)
+    init = commands.add_parser("init", help="build CREMA from a BLIP-2 (T5) checkpoint and save it with its processor")
+    add_init_arguments(init)
+    init.set_defaults(run=run_init)
+    answer = commands.add_parser("answer", help="answer a question about a clip with a saved CREMA model")
+    add_answer_arguments(answer)
+    answer.set_defaults(run=run_answer)
     convert = commands.add_parser("convert-reference", help="convert the authors' LAVIS checkpoint to PEFT adapters")
     add_convert_arguments(convert)
     convert.set_defaults(run=run_convert)
