@@ -214,3 +214,20 @@ def test_load_an_adapter_under_another_name(tmp_path):
     saved, loaded = _adapter_tensors(source, "thermal"), _adapter_tensors(model, "thermal_v2")
     renamed = {key.replace(".mmqa.thermal.", ".mmqa.thermal_v2."): value for key, value in saved.items()}
     assert renamed.keys() == loaded.keys() and all(torch.equal(renamed[k], loaded[k]) for k in renamed)
+
+
+def test_load_adapter_by_hub_id_from_the_local_hub_cache(tmp_path):
+    """A Hub id resolves through the Hub cache (here filled by hand, offline) exactly like a download would."""
+    source = tiny_crema_model(["video", "thermal"])
+    randomize_lora_b(source)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "cache" / "models--user--crema-thermal"
+    source.save_adapter(repo / "snapshots" / commit, "thermal")
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+
+    model = tiny_crema_model(["video"])
+    name = model.load_adapter("user/crema-thermal", cache_dir=str(tmp_path / "cache"), local_files_only=True)
+    assert name == "thermal"
+    saved, loaded = _adapter_tensors(source, "thermal"), _adapter_tensors(model, "thermal")
+    assert all(torch.equal(saved[k], loaded[k]) for k in saved)
