@@ -289,19 +289,12 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         """Pushes one modality adapter to its own Hub repo; returns the commit URL."""
         import tempfile
 
-        from huggingface_hub import HfApi
-
-        api = HfApi(token=token)
-        api.create_repo(repo_id, private=private, exist_ok=True)
         with tempfile.TemporaryDirectory() as staging:
             folder = os.path.join(staging, modality)
             self.save_adapter(folder, modality)
-            commit = api.upload_folder(
-                repo_id=repo_id,
-                folder_path=folder,
-                commit_message=commit_message or f"Upload CREMA {modality} adapter",
+            return self._upload_folder(
+                folder, repo_id, commit_message or f"Upload CREMA {modality} adapter", private=private, token=token
             )
-        return str(commit)
 
     # ----------------------------------------------------------------------------------------------------- fusion
     def set_fusion(self, modalities: list[str] | None) -> None:
@@ -662,6 +655,9 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         """
         if kwargs.pop("state_dict", None) is not None:
             raise ValueError("CREMA saves its own base state dict; adapters go to their own folders.")
+        push_to_hub = kwargs.pop("push_to_hub", False)
+        hub_options = {key: kwargs.pop(key) for key in ("repo_id", "commit_message", "private", "token", "create_pr")
+                       if key in kwargs}
         full_config = self.config
         self.config = full_config if save_adapters else full_config.without_modalities()
         try:
@@ -675,6 +671,18 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
                         self.save_fusion(os.path.join(staging, FUSION_FOLDER))
         finally:
             self.config = full_config
+        if push_to_hub:  # only once everything, adapters included, is on disk
+            self._upload_folder(save_directory, **hub_options)
+
+    @staticmethod
+    def _upload_folder(folder, repo_id=None, commit_message=None, private=None, token=None, create_pr=False) -> str:
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        repo_id = api.create_repo(repo_id or os.path.basename(os.path.normpath(folder)), private=private,
+                                  exist_ok=True).repo_id
+        return str(api.upload_folder(repo_id=repo_id, folder_path=str(folder), create_pr=create_pr,
+                                     commit_message=commit_message or "Upload CREMA model and modality adapters"))
 
     @classmethod
     def from_pretrained(

@@ -135,28 +135,45 @@ def test_missing_adapter_folder_error(tmp_path):
         model.load_adapter(tmp_path / "nothing_here")
 
 
-def test_push_adapter_to_hub_uploads_one_adapter_folder(monkeypatch, tmp_path):
-    calls = {}
+class FakeHfApi:
+    """Records what would be sent to the Hub."""
 
-    class FakeApi:
-        def __init__(self, token=None):
-            calls["token"] = token
+    calls: dict = {}
 
-        def create_repo(self, repo_id, private=None, exist_ok=False):
-            calls["repo"] = (repo_id, private, exist_ok)
+    def __init__(self, token=None):
+        FakeHfApi.calls["token"] = token
 
-        def upload_folder(self, repo_id, folder_path, commit_message):
-            calls["files"] = sorted(p.name for p in __import__("pathlib").Path(folder_path).iterdir())
-            calls["message"] = commit_message
-            return "https://huggingface.co/user/crema-thermal/commit/1"
+    def create_repo(self, repo_id, private=None, exist_ok=False):
+        FakeHfApi.calls["repo"] = (repo_id, private, exist_ok)
+        return type("RepoUrl", (), {"repo_id": repo_id})()
 
-    monkeypatch.setattr("huggingface_hub.HfApi", FakeApi)
+    def upload_folder(self, repo_id, folder_path, commit_message, create_pr=False):
+        import pathlib
+
+        root = pathlib.Path(folder_path)
+        FakeHfApi.calls["files"] = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+        FakeHfApi.calls["message"] = commit_message
+        return f"https://huggingface.co/{repo_id}/commit/1"
+
+
+def test_push_adapter_to_hub_uploads_one_adapter_folder(monkeypatch):
+    monkeypatch.setattr("huggingface_hub.HfApi", FakeHfApi)
     model = tiny_crema_model(["video", "thermal"])
     url = model.push_adapter_to_hub("user/crema-thermal", "thermal", token="t")
     assert url.endswith("/commit/1")
-    assert calls["repo"] == ("user/crema-thermal", None, True)
-    assert calls["files"] == ["adapter_config.json", "adapter_model.safetensors"]
-    assert "thermal" in calls["message"]
+    assert FakeHfApi.calls["repo"] == ("user/crema-thermal", None, True) and FakeHfApi.calls["token"] == "t"
+    assert FakeHfApi.calls["files"] == ["adapter_config.json", "adapter_model.safetensors"]
+    assert "thermal" in FakeHfApi.calls["message"]
+
+
+def test_save_pretrained_push_to_hub_uploads_adapters_too(monkeypatch, tmp_path):
+    monkeypatch.setattr("huggingface_hub.HfApi", FakeHfApi)
+    model = tiny_crema_model(["video", "depth"], fusion=["video", "depth"])
+    model.save_pretrained(tmp_path / "crema-tiny", push_to_hub=True, repo_id="user/crema-tiny")
+    assert FakeHfApi.calls["repo"][0] == "user/crema-tiny"
+    files = FakeHfApi.calls["files"]
+    assert {"config.json", "model.safetensors", "modeling_crema.py", "fusion/fusion.safetensors",
+            "adapters/depth/adapter_model.safetensors", "adapters/video/adapter_config.json"} <= set(files)
 
 
 def test_interrupted_adapter_save_keeps_previous_folder(tmp_path, monkeypatch):
