@@ -637,6 +637,37 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
             inputs_embeds=prepared.inputs_embeds, attention_mask=prepared.attention_mask, **kwargs
         )
 
+    @torch.no_grad()
+    def modality_contributions(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        **kwargs: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """Which modality mattered, by leave-one-out: per supportive modality, how much the answer's negative
+        log-likelihood (per example, summed over answer tokens) rises when that modality is left out.
+
+        Positive = the modality supported the answer. Without `labels`, the model's own greedy answer is scored.
+        """
+        if labels is None:
+            answer = self.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=10, **kwargs)
+            labels = answer[:, 1:].masked_fill(answer[:, 1:] == self.config.text_config.pad_token_id, -100)
+        modality_inputs, _ = self.split_modality_inputs(kwargs)
+        used = self._resolve_modalities(modality_inputs, None)
+        major = self.fusion.modalities[0] if self.fusion is not None else used[0]
+
+        def answer_nll(modalities: list[str]) -> torch.Tensor:
+            inputs = {key: value for name in modalities for key, value in modality_inputs[name].items()}
+            logits = self(input_ids=input_ids, attention_mask=attention_mask, labels=labels,
+                          modalities=modalities, **inputs).logits
+            log_probs = torch.log_softmax(logits.float(), dim=-1)
+            picked = log_probs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            return -(picked * (labels != -100)).sum(dim=-1)
+
+        full = answer_nll(used)
+        return {name: answer_nll([m for m in used if m != name]) - full for name in used if name != major}
+
     # ------------------------------------------------------------------------------------------ save / load
     def base_state_dict(self) -> dict[str, torch.Tensor]:
         """The frozen backbone's weights under their original names (no LoRA, MMQA or fusion keys)."""

@@ -184,3 +184,27 @@ def test_forward_without_answer_scores_the_first_answer_token(tokenizer):
     assert outputs.loss is None and outputs.logits.shape == (2, 1, model.config.text_config.vocab_size)
     first_step = model.generate(**inputs, max_new_tokens=1, do_sample=False)[:, 1]
     assert torch.equal(outputs.logits[:, 0].argmax(-1), first_step)
+
+
+@pytest.mark.parametrize("fusion", [True, False])
+def test_modality_contributions_by_leave_one_out(tokenizer, fusion):
+    names = ["video", "flow", "depth"]
+    model = tiny_crema_model(names, fusion=names if fusion else None)
+    randomize_lora_b(model)
+    inputs = modality_inputs(model.config)
+    text = text_inputs(tokenizer)
+    contributions = model.modality_contributions(**text, **inputs)
+    assert sorted(contributions) == ["depth", "flow"]
+
+    def nll(modalities):
+        subset = {k: v for k, v in inputs.items() if k.split("_")[0] in modalities}
+        loss_per_token = torch.nn.functional.cross_entropy(
+            model(**text, **subset, modalities=modalities).logits.transpose(1, 2), text["labels"], reduction="none"
+        )
+        return loss_per_token.sum(dim=-1)
+
+    expected = nll(["video", "depth"]) - nll(names)
+    torch.testing.assert_close(contributions["flow"], expected, rtol=1e-4, atol=1e-4)
+    assert contributions["depth"].shape == (2,) and contributions["depth"].abs().sum() > 0
+    without_labels = model.modality_contributions(text["input_ids"], text["attention_mask"], **inputs)
+    assert sorted(without_labels) == ["depth", "flow"]
