@@ -133,18 +133,18 @@ def run_answer(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crema", description="CREMA: multimodal video reasoning on a frozen BLIP-2.")
     commands = parser.add_subparsers(dest="command", required=True)
-    params = commands.add_parser("params", help="trainable parameters per modality adapter and fusion")
-    add_params_arguments(params)
-    params.set_defaults(run=run_params)
-    init = commands.add_parser("init", help="build CREMA from a BLIP-2 (T5) checkpoint and save it with its processor")
-    add_init_arguments(init)
-    init.set_defaults(run=run_init)
-    answer = commands.add_parser("answer", help="answer a question about a clip with a saved CREMA model")
-    add_answer_arguments(answer)
-    answer.set_defaults(run=run_answer)
-    convert = commands.add_parser("convert-reference", help="convert the authors' LAVIS checkpoint to PEFT adapters")
-    add_convert_arguments(convert)
-    convert.set_defaults(run=run_convert)
+    subcommands = [
+        ("params", "trainable parameters per modality adapter and fusion", add_params_arguments, run_params),
+        ("init", "build CREMA from a BLIP-2 (T5) checkpoint and save it with its processor", add_init_arguments,
+         run_init),
+        ("answer", "answer a question about a clip with a saved CREMA model", add_answer_arguments, run_answer),
+        ("convert-reference", "convert the authors' LAVIS checkpoint to PEFT adapters", add_convert_arguments,
+         run_convert),
+    ]
+    for name, help_text, add_arguments, run in subcommands:
+        subparser = commands.add_parser(name, help=help_text)
+        add_arguments(subparser)
+        subparser.set_defaults(run=run)
     try:
         from crema_processing.extract import add_extract_arguments, run_extract
     except ImportError as error:  # processing extras missing: the other commands still work
