@@ -12,18 +12,20 @@ import contextlib
 import json
 import os
 import warnings
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.lora import LoraLayer
-from peft.tuners.tuners_utils import cast_adapter_dtype
+from peft.tuners.tuners_utils import cast_adapter_dtype, check_target_module_exists
 from peft.utils import ModulesToSaveWrapper
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
-from transformers.utils import cached_file, logging
+from transformers.utils import logging
 
+from .checked_files import CHECKSUM_METADATA_KEY, read_json, read_safetensors, resolve_files, tensors_checksum
+from .configuration_crema import MODALITY_SPEC_FIELDS
 from .saving import atomic_directory
 
 logger = logging.get_logger(__name__)
@@ -143,27 +145,8 @@ def adapter_state_dict(model: nn.Module, modality: str) -> dict[str, torch.Tenso
     return {PEFT_KEY_PREFIX + key: value.detach().contiguous() for key, value in state.items()}
 
 
-def expected_adapter_shapes(model: nn.Module, modality: str) -> dict[str, torch.Size]:
-    return {key: value.shape for key, value in adapter_state_dict(model, modality).items()}
-
-
 def load_adapter_state_dict(model: nn.Module, modality: str, state_dict: dict[str, torch.Tensor]) -> None:
-    """Copies saved adapter tensors into the injected adapter, refusing any key or shape that does not match."""
-    expected = expected_adapter_shapes(model, modality)
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    if missing or unexpected:
-        raise ValueError(
-            f"Adapter for modality {modality!r} does not fit this model: missing keys {missing[:4]}"
-            f"{'...' if len(missing) > 4 else ''}, unexpected keys {unexpected[:4]}"
-            f"{'...' if len(unexpected) > 4 else ''}. Was it saved for another backbone or another LoRA layout?"
-        )
-    for key, shape in expected.items():
-        if state_dict[key].shape != shape:
-            raise ValueError(
-                f"Adapter for modality {modality!r} was saved for a different backbone width: {key} has shape "
-                f"{tuple(state_dict[key].shape)}, this model expects {tuple(shape)}."
-            )
+    """Copies saved adapter tensors (already checked by `adapter_fit_problems`) into the injected adapter."""
     # The model holds injected layers, not a PeftModel: its keys carry no `base_model.model.` prefix.
     unprefixed = {key.removeprefix(PEFT_KEY_PREFIX): value for key, value in state_dict.items()}
     result = set_peft_model_state_dict(model, unprefixed, adapter_name=modality)
@@ -180,26 +163,111 @@ def write_adapter_folder(
     """Writes one adapter folder atomically (an interrupted save leaves any previous folder intact)."""
     with atomic_directory(directory) as staging:
         lora_config.save_pretrained(staging)
-        metadata = {"format": "pt", MODALITY_METADATA_KEY: json.dumps(modality_spec)}
+        metadata = {
+            "format": "pt",
+            MODALITY_METADATA_KEY: json.dumps(modality_spec),
+            CHECKSUM_METADATA_KEY: tensors_checksum(state_dict),
+        }
         save_file(state_dict, os.path.join(staging, ADAPTER_WEIGHTS_NAME), metadata=metadata)
 
 
-def read_adapter_folder(
-    path_or_repo_id: str | os.PathLike, subfolder: str | None = None, **hub_kwargs: Any
-) -> tuple[LoraConfig, dict[str, torch.Tensor], dict[str, Any] | None]:
-    """Reads a local adapter folder or a Hub repo (optionally a subfolder): config, tensors, modality spec."""
+@dataclass
+class AdapterFolder:
+    """What one adapter folder holds, read and checked without touching any model."""
+
+    location: str
+    lora_config: LoraConfig
+    tensors: dict[str, torch.Tensor]
+    spec: dict[str, Any] | None
+
+    @property
+    def saved_modality(self) -> str | None:
+        """The modality the adapter was saved for, read from its `mmqa.<modality>.` keys."""
+        for key in self.tensors:
+            parts = key.split(".")
+            if "mmqa" in parts[:-1]:
+                return parts[parts.index("mmqa") + 1]
+        return None
+
+    def renamed(self, modality: str) -> dict[str, torch.Tensor]:
+        """The tensors with their `mmqa.<saved>.` keys renamed to `mmqa.<modality>.`."""
+        saved = self.saved_modality
+        if saved is None or saved == modality:
+            return dict(self.tensors)
+        return {key.replace(f".mmqa.{saved}.", f".mmqa.{modality}."): value for key, value in self.tensors.items()}
+
+
+def read_adapter_folder(path_or_repo_id: str | os.PathLike, subfolder: str | None = None, **hub_kwargs: Any) -> AdapterFolder:
+    """Reads and checks a local adapter folder or a Hub repo (optionally a subfolder).
+
+    Any problem (missing or damaged file, invalid JSON, unknown spec fields, a LoRA rank that disagrees with the
+    tensors, NaN/inf) is one `ValueError` naming the file.
+    """
+    config_file, weights_file = resolve_files(
+        path_or_repo_id, (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME), subfolder, "modality adapter",
+        "Expected a folder written by `model.save_adapter(dir, modality)`.", **hub_kwargs,
+    )
+    location = os.path.dirname(config_file)
+    config_dict = read_json(config_file, "adapter config")
     try:
-        config_file = cached_file(str(path_or_repo_id), ADAPTER_CONFIG_NAME, subfolder=subfolder or "", **hub_kwargs)
-        weights_file = cached_file(str(path_or_repo_id), ADAPTER_WEIGHTS_NAME, subfolder=subfolder or "", **hub_kwargs)
-    except OSError as error:
-        where = f"{path_or_repo_id}" + (f"/{subfolder}" if subfolder else "")
-        raise ValueError(
-            f"No modality adapter found at {where!r}: expected {ADAPTER_CONFIG_NAME} and {ADAPTER_WEIGHTS_NAME} "
-            f"(a folder written by `model.save_adapter(dir, modality)`). Cause: {error}"
-        ) from error
-    lora_config = LoraConfig.from_pretrained(os.path.dirname(config_file))
-    with safe_open(weights_file, framework="pt") as handle:
-        metadata = handle.metadata() or {}
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    spec = json.loads(metadata[MODALITY_METADATA_KEY]) if MODALITY_METADATA_KEY in metadata else None
-    return lora_config, tensors, spec
+        lora_config = LoraConfig.from_pretrained(location)
+    except Exception as error:  # PEFT raises TypeError / ValueError / KeyError for fields it cannot take
+        raise ValueError(f"{config_file} is not a usable LoRA adapter config ({error}).") from None
+    for field_name in ("r", "lora_alpha"):
+        value = config_dict.get(field_name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{config_file}: `{field_name}` must be a positive number; got {value!r}.")
+    tensors, metadata = read_safetensors(weights_file)
+    spec = None
+    if MODALITY_METADATA_KEY in metadata:
+        try:
+            spec = json.loads(metadata[MODALITY_METADATA_KEY])
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{weights_file}: the modality description is not valid JSON ({error}).") from None
+        if not isinstance(spec, dict):
+            raise ValueError(f"{weights_file}: the modality description must be a JSON object; got {spec!r}.")
+        unknown = sorted(set(spec) - set(MODALITY_SPEC_FIELDS))
+        if unknown:
+            raise ValueError(f"{weights_file}: unknown modality fields {unknown}; known fields are "
+                             f"{list(MODALITY_SPEC_FIELDS)} (was it saved by a newer crema?).")
+    for key, tensor in tensors.items():
+        rank_axis = 0 if ".lora_A." in key else 1 if ".lora_B." in key else None
+        if rank_axis is not None and (tensor.ndim != 2 or tensor.shape[rank_axis] != lora_config.r):
+            raise ValueError(
+                f"{location}: {ADAPTER_CONFIG_NAME} says r={lora_config.r}, but tensor {key!r} has shape "
+                f"{tuple(tensor.shape)} (rank {tensor.shape[rank_axis] if tensor.ndim == 2 else '?'}); the config "
+                "and the weights do not belong together."
+            )
+    return AdapterFolder(location, lora_config, tensors, spec)
+
+
+def expected_adapter_shapes(model: nn.Module, modality: str, lora_config: LoraConfig, feature_size: int) -> dict[str, tuple]:
+    """Keys and shapes a `modality` adapter with `lora_config` must have on `model`, computed without changing it."""
+    expected: dict[str, tuple] = {}
+    for name, module in model.named_modules():
+        parts = name.split(".")
+        if parts[0] in ("mmqa", "fusion") or any(part.startswith("lora_") or part == "base_layer" for part in parts):
+            continue
+        if isinstance(module, (nn.Linear, LoraLayer)) and check_target_module_exists(lora_config, name):
+            base = module.get_base_layer() if isinstance(module, LoraLayer) else module
+            expected[f"{PEFT_KEY_PREFIX}{name}.lora_A.weight"] = (lora_config.r, base.in_features)
+            expected[f"{PEFT_KEY_PREFIX}{name}.lora_B.weight"] = (base.out_features, lora_config.r)
+    with torch.device("meta"):
+        mmqa = model.build_query_adapter(feature_size)
+    for key, value in mmqa.state_dict().items():
+        expected[f"{PEFT_KEY_PREFIX}mmqa.{modality}.{key}"] = tuple(value.shape)
+    return expected
+
+
+def adapter_fit_problem(expected: dict[str, tuple], tensors: dict[str, torch.Tensor]) -> str | None:
+    """Why `tensors` cannot be an adapter with the `expected` keys and shapes (None if they fit)."""
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        return (f"missing keys {missing[:4]}{'...' if len(missing) > 4 else ''}, unexpected keys {unexpected[:4]}"
+                f"{'...' if len(unexpected) > 4 else ''}: was it saved for another LoRA layout?")
+    for key, shape in expected.items():
+        if tuple(tensors[key].shape) != shape:
+            return (f"it was saved for a different backbone width: {key} has shape {tuple(tensors[key].shape)}, "
+                    f"this model expects {shape}")
+    return None

@@ -31,6 +31,9 @@ DEFAULT_MODALITY_PREFIXES = {
     "touch": "Touch: ",
 }
 
+#: The fields of a modality spec (what `make_modality_spec` takes and an adapter file's metadata may hold).
+MODALITY_SPEC_FIELDS = ("name", "encoder", "feature_size", "prefix", "prefix_token_ids")
+
 #: Default encoder kind of the well-known modalities.
 DEFAULT_ENCODER_KINDS = {"audio": "audio", "point_cloud": "point_cloud"}
 
@@ -74,6 +77,7 @@ class CremaConfig(PreTrainedConfig):
             `Blip2QFormerConfig`, any `T5Config`).
         audio_config: optional config of a frozen `transformers` audio encoder (e.g. `ASTConfig`); without it,
             audio modalities take precomputed features (e.g. BEATs outputs).
+        audio_feature_size: width of precomputed audio features when there is no audio encoder (768: BEATs).
         num_query_tokens: query tokens per modality (32 in BLIP-2).
         modalities: ordered list of modality specs (see `make_modality_spec`); the first is the major modality.
         num_frames: frames T per clip for per-frame modalities.
@@ -115,6 +119,7 @@ class CremaConfig(PreTrainedConfig):
     token_layout: str = "paper"
     frame_prefix_template: str = "Frame {i}: "
     frame_prefix_token_ids: list | None = None
+    audio_feature_size: int = 768
     max_points: int = 5000
     point_position_scale: float = 0.01
     point_grid_size: int = 256
@@ -148,8 +153,8 @@ class CremaConfig(PreTrainedConfig):
 
     def default_feature_size(self, encoder: str) -> int:
         """Width of the features an encoder kind produces before the MMQA input projection."""
-        if encoder == "audio" and self.audio_config is not None:
-            return self.audio_config.hidden_size
+        if encoder == "audio":
+            return self.audio_config.hidden_size if self.audio_config is not None else self.audio_feature_size
         return self.vision_config.hidden_size
 
     @property
@@ -179,4 +184,4 @@ class CremaConfig(PreTrainedConfig):
         return base
 
 
-__all__ = ["CremaConfig", "make_modality_spec", "ENCODER_KINDS", "DEFAULT_MODALITY_PREFIXES"]
+__all__ = ["CremaConfig", "make_modality_spec", "ENCODER_KINDS", "DEFAULT_MODALITY_PREFIXES", "MODALITY_SPEC_FIELDS"]

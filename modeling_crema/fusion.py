@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
-from transformers.utils import cached_file
 
+from .checked_files import CHECKSUM_METADATA_KEY, read_json, read_safetensors, resolve_files, tensors_checksum
 from .saving import atomic_directory
 
 
@@ -50,20 +51,39 @@ def write_fusion_folder(
         with open(os.path.join(staging, FUSION_CONFIG_NAME), "w") as handle:
             json.dump({"modalities": list(modalities), "hidden_size": hidden_size}, handle)
         tensors = {key: value.detach().contiguous() for key, value in state_dict.items()}
-        save_file(tensors, os.path.join(staging, FUSION_WEIGHTS_NAME), metadata={"format": "pt"})
+        metadata = {"format": "pt", CHECKSUM_METADATA_KEY: tensors_checksum(tensors)}
+        save_file(tensors, os.path.join(staging, FUSION_WEIGHTS_NAME), metadata=metadata)
 
 
-def read_fusion_folder(
-    path_or_repo_id: str | os.PathLike, subfolder: str | None = None, **hub_kwargs: Any
-) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Reads a local fusion folder or a Hub repo (optionally a subfolder): its config and tensors."""
-    try:
-        config_file = cached_file(str(path_or_repo_id), FUSION_CONFIG_NAME, subfolder=subfolder or "", **hub_kwargs)
-        weights_file = cached_file(str(path_or_repo_id), FUSION_WEIGHTS_NAME, subfolder=subfolder or "", **hub_kwargs)
-    except OSError as error:
-        raise ValueError(
-            f"No fusion found at {path_or_repo_id!r} (subfolder {subfolder!r}): expected {FUSION_CONFIG_NAME} and "
-            f"{FUSION_WEIGHTS_NAME}, as written by `model.save_fusion(dir)`. Cause: {error}"
-        ) from error
-    with open(config_file) as handle:
-        return json.load(handle), load_file(weights_file)
+@dataclass
+class FusionFolder:
+    """A saved fusion, read and checked (config fields, tensor keys and shapes) without touching any model."""
+
+    location: str
+    modalities: list[str]
+    hidden_size: int
+    tensors: dict[str, torch.Tensor]
+
+
+def read_fusion_folder(path_or_repo_id: str | os.PathLike, subfolder: str | None = None, **hub_kwargs: Any) -> FusionFolder:
+    """Reads a local fusion folder or a Hub repo (optionally a subfolder); any problem is a `ValueError` naming it."""
+    config_file, weights_file = resolve_files(
+        path_or_repo_id, (FUSION_CONFIG_NAME, FUSION_WEIGHTS_NAME), subfolder, "fusion",
+        "Expected a folder written by `model.save_fusion(dir)`.", **hub_kwargs,
+    )
+    config = read_json(config_file, "fusion config")
+    modalities, hidden_size = config.get("modalities"), config.get("hidden_size")
+    if not isinstance(modalities, list) or len(modalities) < 2 or not all(isinstance(m, str) for m in modalities):
+        raise ValueError(f"{config_file}: `modalities` must list at least two modality names; got {modalities!r}.")
+    if not isinstance(hidden_size, int) or isinstance(hidden_size, bool) or hidden_size <= 0:
+        raise ValueError(f"{config_file}: `hidden_size` must be a positive integer; got {hidden_size!r}.")
+    tensors, _ = read_safetensors(weights_file)
+    expected = {
+        "projection.weight": (hidden_size, hidden_size * (len(modalities) - 1)),
+        "projection.bias": (hidden_size,),
+    }
+    found = {key: tuple(value.shape) for key, value in tensors.items()}
+    if found != expected:
+        raise ValueError(f"{weights_file}: a fusion over {modalities} at width {hidden_size} needs tensors "
+                         f"{expected}; the file holds {found}.")
+    return FusionFolder(os.path.dirname(config_file), modalities, hidden_size, tensors)

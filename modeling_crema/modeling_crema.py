@@ -9,10 +9,12 @@ Data flow for one clip (DESIGN §1):
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from peft import LoraConfig
@@ -24,8 +26,10 @@ from transformers.models.blip_2.modeling_blip_2 import Blip2QFormerModel, Blip2V
 from transformers.utils import ModelOutput, logging
 
 from .adapters import (
+    adapter_fit_problem,
     adapter_state_dict,
     checkpoint_with_routing,
+    expected_adapter_shapes,
     inject_modality_adapter,
     load_adapter_state_dict,
     modality_lora_config,
@@ -38,7 +42,7 @@ from .adapters import (
 from .configuration_crema import CremaConfig, make_modality_spec
 from .fusion import SelfGatedFusion, read_fusion_folder, write_fusion_folder
 from .mmqa import ModalityQueryAdapter, QueryTokens, kaiming_uniform_, sinusoidal_point_embedding
-from .saving import atomic_directory
+from .saving import atomic_directory, recover_interrupted_save
 from .token_layout import LAYOUTS, LayoutParts
 
 logger = logging.get_logger(__name__)
@@ -112,6 +116,7 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         self.language_model = AutoModelForSeq2SeqLM.from_config(config.text_config)
         self.mmqa = nn.ModuleDict()
         self.fusion: SelfGatedFusion | None = None
+        self.prefix_tokenizer = None  # the LLM's tokenizer, when known: tokenises prefixes of new modalities
         self.post_init()
 
         requested, fusion_modalities = config.modalities, config.fusion_modalities
@@ -181,12 +186,9 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         spec = make_modality_spec(name, encoder, feature_size, prefix, prefix_token_ids)
         if spec["feature_size"] is None:
             spec["feature_size"] = self.config.default_feature_size(spec["encoder"])
-        if spec["encoder"] == "audio" and self.audio_model is not None:
-            if spec["feature_size"] != self.config.audio_config.hidden_size:
-                raise ValueError(
-                    f"Modality {name!r}: feature_size {spec['feature_size']} differs from the audio encoder's width "
-                    f"{self.config.audio_config.hidden_size}."
-                )
+        if not spec["prefix_token_ids"]:
+            spec["prefix_token_ids"] = self._tokenize_prefix(spec["prefix"])
+        self._check_encoder_width(spec)
         self.mmqa[name] = self._new_query_adapter(spec["feature_size"], copy_vision_layernorm=spec["encoder"] == "vision")
         lora_config = lora_config or modality_lora_config(
             name,
@@ -200,16 +202,28 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         self._update_trainable_parameters()
         self.train(self.training)  # new modules follow the model's mode (no dropout in an eval-mode model)
 
-    def _new_query_adapter(self, feature_size: int, copy_vision_layernorm: bool = True) -> ModalityQueryAdapter:
+    def _check_encoder_width(self, spec: dict) -> None:
+        if spec["encoder"] == "audio" and self.audio_model is not None:
+            if spec["feature_size"] != self.config.audio_config.hidden_size:
+                raise ValueError(
+                    f"Modality {spec['name']!r}: feature_size {spec['feature_size']} differs from the audio "
+                    f"encoder's width {self.config.audio_config.hidden_size}."
+                )
+
+    def build_query_adapter(self, feature_size: int) -> ModalityQueryAdapter:
+        """A bare MMQA module (queries, LayerNorm, projections) for features of width `feature_size`."""
         config = self.config
-        adapter = ModalityQueryAdapter(
+        return ModalityQueryAdapter(
             feature_size=feature_size,
             encoder_hidden_size=config.vision_config.hidden_size,
             qformer_hidden_size=config.qformer_config.hidden_size,
             text_hidden_size=config.text_config.d_model,
             num_query_tokens=config.num_query_tokens,
             layer_norm_eps=config.vision_config.layer_norm_eps,
-        ).to(device=self.query_tokens.device)
+        )
+
+    def _new_query_adapter(self, feature_size: int, copy_vision_layernorm: bool = True) -> ModalityQueryAdapter:
+        adapter = self.build_query_adapter(feature_size).to(device=self.query_tokens.device)
         with torch.no_grad():
             adapter.query_tokens.weight.copy_(self.query_tokens)
             adapter.language_projection.load_state_dict(self.language_projection.state_dict())
@@ -240,38 +254,67 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
     ) -> str:
         """Loads a modality adapter from a folder or Hub repo; replaces a loaded one of the same name (hot swap).
 
-        Returns the modality name. The backbone is never reloaded.
+        Everything is read and checked before the model is touched; any problem is one `ValueError` naming the
+        folder, and the model stays exactly as it was. Returns the modality name. The backbone is never reloaded.
         """
-        lora_config, tensors, saved_spec = read_adapter_folder(pretrained_model_name_or_path, subfolder, **hub_kwargs)
-        saved_name = _saved_modality_name(tensors)
-        name = adapter_name or saved_name or os.path.basename(os.path.normpath(str(subfolder or pretrained_model_name_or_path)))
-        if saved_name and saved_name != name:  # loading e.g. a "thermal" adapter as "thermal_v2"
-            tensors = {key.replace(f".mmqa.{saved_name}.", f".mmqa.{name}."): value for key, value in tensors.items()}
-        spec = dict(saved_spec or {})
-        spec.pop("name", None)
-        spec.setdefault("feature_size", _infer_feature_size(tensors, self.config.vision_config.hidden_size))
-        previous, position = None, None
-        if name in self.mmqa:
-            position = self.config.modality_names.index(name)
-            previous = (self.config.modality(name), adapter_state_dict(self, name), self.peft_config[name])
-            self.remove_modality(name)
+        folder = read_adapter_folder(pretrained_model_name_or_path, subfolder, **hub_kwargs)
+        name = adapter_name or folder.saved_modality or os.path.basename(
+            os.path.normpath(str(subfolder or pretrained_model_name_or_path))
+        )
+        saved_spec = {key: value for key, value in (folder.spec or {}).items() if key != "name"}
+        try:
+            spec = make_modality_spec(name, **saved_spec)
+        except ValueError as error:
+            raise ValueError(f"{folder.location}: {error}") from None
+        tensors = folder.renamed(name)
+        if spec["feature_size"] is None:
+            spec["feature_size"] = _infer_feature_size(tensors, self.config.default_feature_size(spec["encoder"]))
+        lora_config = copy.deepcopy(folder.lora_config)
         lora_config.modules_to_save = [f"mmqa.{name}"]
         try:
+            self._check_encoder_width(spec)
+            problem = adapter_fit_problem(
+                expected_adapter_shapes(self, name, lora_config, spec["feature_size"]), tensors
+            )
+            if problem:
+                raise ValueError(f"Adapter for modality {name!r} does not fit this model: {problem}.")
+        except ValueError as error:
+            raise ValueError(f"{folder.location}: {error}") from None
+        if not spec["prefix_token_ids"]:  # e.g. made without a tokenizer, or converted: tokenise its prefix text
+            spec["prefix_token_ids"] = self._tokenize_prefix(spec["prefix"])
+        with self._restored_on_failure(name):
+            position = self.config.modality_names.index(name) if name in self.mmqa else None
+            if position is not None:
+                self.remove_modality(name)
+            spec.pop("name")
             self.add_modality(name, lora_config=lora_config, **spec)
             load_adapter_state_dict(self, name, tensors)
-        except ValueError:
-            if name in self.mmqa:
-                self.remove_modality(name)
-            if previous is not None:  # a failed swap keeps the adapter that was there
-                old_spec, old_tensors, old_config = previous
-                self.add_modality(lora_config=old_config, **old_spec)
-                load_adapter_state_dict(self, name, old_tensors)
+            if position is not None:  # a swapped adapter keeps its place (the first modality is the major one)
                 self._move_modality(name, position)
-            raise
-        if position is not None:  # a swapped adapter keeps its place (the first modality is the major one)
-            self._move_modality(name, position)
-        self._update_trainable_parameters()
         return name
+
+    @contextlib.contextmanager
+    def _restored_on_failure(self, name: str) -> Iterator[None]:
+        """Puts modality `name` back exactly as it was (spec, tensors, PEFT config, position) if the block fails."""
+        modalities = copy.deepcopy(self.config.modalities)
+        previous = None
+        if name in self.mmqa:
+            previous = (adapter_state_dict(self, name), self.peft_config[name])
+        try:
+            yield
+        except BaseException:
+            if name in self.mmqa:
+                remove_modality_adapter(self, name)
+            if previous is not None:
+                tensors, lora_config = previous
+                old_spec = next(spec for spec in modalities if spec["name"] == name)
+                self.config.modalities = [spec for spec in modalities if spec["name"] != name]
+                self.add_modality(lora_config=lora_config, **old_spec)
+                load_adapter_state_dict(self, name, tensors)
+            self.config.modalities = modalities
+            self._update_trainable_parameters()
+            raise
+        self._update_trainable_parameters()
 
     def _move_modality(self, name: str, position: int) -> None:
         specs = [spec for spec in self.config.modalities if spec["name"] != name]
@@ -315,29 +358,56 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         write_fusion_folder(save_directory, self.fusion.modalities, self.fusion.hidden_size, self.fusion.state_dict())
 
     def load_fusion(self, pretrained_model_name_or_path: str | os.PathLike, subfolder: str | None = None, **hub_kwargs):
-        """Loads a fusion module; its modalities must all have adapters on this model."""
-        saved, tensors = read_fusion_folder(pretrained_model_name_or_path, subfolder, **hub_kwargs)
-        missing = [name for name in saved["modalities"] if name not in self.mmqa]
+        """Loads a fusion module; its modalities must all have adapters on this model.
+
+        The folder is read and checked first; on any problem the current fusion stays as it was.
+        """
+        saved = read_fusion_folder(pretrained_model_name_or_path, subfolder, **hub_kwargs)
+        missing = [name for name in saved.modalities if name not in self.mmqa]
         if missing:
             raise ValueError(
-                f"The fusion was trained on modalities {saved['modalities']}, but this model has no adapter for "
-                f"{missing}; load those adapters first."
+                f"{saved.location}: the fusion was trained on modalities {saved.modalities}, but this model has no "
+                f"adapter for {missing}; load those adapters first."
             )
-        if saved["hidden_size"] != self.config.text_config.d_model:
-            raise ValueError(
-                f"The fusion was saved for LLM width {saved['hidden_size']}, this model's is {self.config.text_config.d_model}."
-            )
-        self.set_fusion(saved["modalities"])
-        self.fusion.load_state_dict(tensors)
+        width = self.config.text_config.d_model
+        if saved.hidden_size != width:
+            raise ValueError(f"{saved.location}: the fusion was saved for LLM width {saved.hidden_size}, this model's "
+                             f"is {width}.")
+        previous = (self.fusion, self.config.fusion_modalities, self.config.use_fusion)
+        try:
+            self.set_fusion(saved.modalities)
+            self.fusion.load_state_dict(saved.tensors)
+        except BaseException:
+            self.fusion, self.config.fusion_modalities, self.config.use_fusion = previous
+            self._update_trainable_parameters()
+            raise
 
     def set_prefix_tokens(self, tokenizer) -> None:
-        """Stores the token ids of the frame prefixes ("Frame 1: ", ...) and of each modality's prefix."""
+        """Stores the token ids of the frame prefixes ("Frame 1: ", ...) and of each modality's prefix.
+
+        The tokenizer is kept (not saved) so that modalities added or loaded later get their prefixes tokenised
+        too. An empty tokenizer (e.g. what `AutoTokenizer` returns for a folder without tokenizer files) is
+        refused with a warning: the prefixes stay as they are.
+        """
+        if not tokenizer_is_usable(tokenizer):
+            logger.warning_once(
+                "The tokenizer given for CREMA's frame and modality prefixes is empty (a folder without tokenizer "
+                "files?); the prefixes stay empty. Pass the LLM's tokenizer: `model.set_prefix_tokens(tokenizer)`."
+            )
+            return
+        self.prefix_tokenizer = tokenizer
         template = self.config.frame_prefix_template
-        self.config.frame_prefix_token_ids = [
-            tokenizer(template.format(i=i + 1), add_special_tokens=False).input_ids for i in range(self.config.num_frames)
-        ]
+        self.config.frame_prefix_token_ids = [self._tokenize_prefix(template.format(i=i + 1))
+                                              for i in range(self.config.num_frames)]
         for spec in self.config.modalities:
-            spec["prefix_token_ids"] = tokenizer(spec["prefix"], add_special_tokens=False).input_ids
+            spec["prefix_token_ids"] = self._tokenize_prefix(spec["prefix"])
+
+    def _tokenize_prefix(self, text: str) -> list[int]:
+        """Token ids of a prefix text, or [] (no prefix) when the model has no tokenizer."""
+        tokenizer = getattr(self, "prefix_tokenizer", None)
+        if tokenizer is None or not text:
+            return []
+        return list(tokenizer(text, add_special_tokens=False).input_ids)
 
     # ---------------------------------------------------------------------------------------------- encoding
     @torch.no_grad()
@@ -437,6 +507,12 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
                 f"got {tuple(coordinates.shape)}."
             )
         grid = self.config.point_grid_size
+        if coordinates.is_floating_point() and not coordinates.is_meta and coordinates.numel():
+            if not bool(torch.isfinite(coordinates).all()) or not bool((coordinates == coordinates.round()).all()):
+                raise ValueError(
+                    f"Modality {modality!r}: `{modality}_coordinates` must be integer voxel indices in [0, {grid}); "
+                    "got NaN/inf or fractional values. Voxelise the points first (e.g. with the CREMA processor)."
+                )
         if coordinates.numel() and not coordinates.is_meta and (coordinates.min() < 0 or coordinates.max() >= grid):
             raise ValueError(
                 f"Modality {modality!r}: voxel coordinates must lie in [0, {grid}) (config.point_grid_size); "
@@ -455,6 +531,13 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
             raise ValueError(
                 f"Modality {modality!r}: `{modality}_attention_mask` must be ({batch}, {tokens}) or "
                 f"({batch}, {groups}, {tokens}); got {tuple(mask.shape)}."
+            )
+        if not mask.is_meta and not bool((mask != 0).any(dim=-1).all()):
+            empty = sorted({int(i) for i in (mask != 0).any(dim=-1).logical_not().nonzero()[:, 0]})
+            raise ValueError(
+                f"Modality {modality!r}: `{modality}_attention_mask` masks out every token of example(s) {empty}: "
+                f"there is nothing to attend to. Drop the modality for those examples (`modalities=`) or fix the "
+                "input (e.g. an empty point cloud)."
             )
         return mask.reshape(batch * groups, tokens).long()
 
@@ -500,6 +583,11 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         if ignored:
             logger.warning(f"Inputs for {ignored} are ignored: `modalities` asks for {modalities} only.")
         return [name for name in attached if name in modalities]
+
+    def _is_per_frame(self, name: str, groups: int) -> bool:
+        """Whether a modality's groups are the clip's frames (vision, or precomputed features with T groups)."""
+        encoder = self.config.modality(name)["encoder"]
+        return encoder == "vision" or (encoder == "features" and groups == self.config.num_frames)
 
     @staticmethod
     def _embed_prefix(ids: list[int], batch: int, embed: nn.Module) -> torch.Tensor | None:
@@ -572,6 +660,7 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
                 name: self._embed_prefix(self.config.modality(name)["prefix_token_ids"], batch, embed) for name in used
             },
             encoders={name: self.config.modality(name)["encoder"] for name in used},
+            per_frame={name: self._is_per_frame(name, modality_embeds[name].shape[1]) for name in used},
         )
         pieces = LAYOUTS[self.config.token_layout](parts)
         visual = torch.cat(pieces, dim=1)
@@ -682,7 +771,9 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         """Saves the base (without adapter keys, with remote code) and, by default, every adapter and the fusion.
 
         Layout: `config.json`, `model.safetensors`, the modeling code, `adapters/<modality>/` (plain PEFT
-        folders) and `fusion/`. `from_pretrained` reads them back in the same order.
+        folders) and `fusion/`. `from_pretrained` reads them back in the same order. The save is atomic and
+        replaces the model's files (stale shards, adapters or fusion of an earlier save are gone); files that
+        belong to others, such as a processor or tokenizer saved in the same folder, are kept.
         """
         if kwargs.pop("state_dict", None) is not None:
             raise ValueError("CREMA saves its own base state dict; adapters go to their own folders.")
@@ -692,7 +783,7 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         full_config = self.config
         self.config = full_config if save_adapters else full_config.without_modalities()
         try:
-            with atomic_directory(save_directory) as staging:
+            with atomic_directory(save_directory, keep=is_kept_beside_model) as staging:
                 super().save_pretrained(staging, state_dict=self.base_state_dict(), **kwargs)
                 _add_auto_model_to_auto_map(os.path.join(staging, "config.json"))
                 if save_adapters:
@@ -731,12 +822,15 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
             if key in kwargs
         }
         subfolder = kwargs.get("subfolder", "")
+        if os.path.isdir(os.fspath(pretrained_model_name_or_path)):
+            recover_interrupted_save(os.path.join(pretrained_model_name_or_path, subfolder))
         if not isinstance(config, CremaConfig):
             config = CremaConfig.from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **hub_kwargs)
         model = super().from_pretrained(
             pretrained_model_name_or_path, *model_args, config=config.without_modalities(), **kwargs
         )
         model.config.use_fusion = config.use_fusion
+        model.prefix_tokenizer = _tokenizer_saved_in(os.path.join(os.fspath(pretrained_model_name_or_path), subfolder))
         if load_adapters:
             for spec in config.modalities:
                 model.load_adapter(
@@ -751,14 +845,29 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         return model
 
     @classmethod
-    def from_blip2(cls, blip2_model_or_path, modalities=("video",), tokenizer=None, **config_kwargs):
-        """Builds CREMA from a `Blip2ForConditionalGeneration` (instance, local path or Hub id) with a T5 LLM."""
+    def from_blip2(cls, blip2_model_or_path, modalities=("video",), tokenizer=None, audio_encoder=None, **config_kwargs):
+        """Builds CREMA (eval mode) from a `Blip2ForConditionalGeneration` (instance, local path or Hub id) with a
+        T5 LLM. `tokenizer`: the LLM's tokenizer for the frame/modality prefixes (read from the BLIP-2 folder when
+        there is one; an instance without it warns). `audio_encoder`: any `transformers` audio encoder (instance,
+        folder or Hub id, e.g. "MIT/ast-finetuned-audioset-10-10-0.4593"), saved with the model; without it,
+        audio modalities take precomputed features of width `audio_feature_size` (768: BEATs)."""
         from .convert_blip2 import crema_from_blip2
 
-        return crema_from_blip2(cls, blip2_model_or_path, modalities=modalities, tokenizer=tokenizer, **config_kwargs)
+        return crema_from_blip2(cls, blip2_model_or_path, modalities=modalities, tokenizer=tokenizer,
+                                audio_encoder=audio_encoder, **config_kwargs)
 
 
 # --------------------------------------------------------------------------------------------------- helpers
+#: What a model save owns in its folder; anything else there (processor, tokenizer, card) survives a re-save.
+MODEL_SAVE_NAMES = {ADAPTERS_FOLDER, FUSION_FOLDER, "config.json", "generation_config.json"}
+MODEL_WEIGHT_PREFIXES = ("model.safetensors", "model-", "pytorch_model", "tf_model", "flax_model")
+
+
+def is_kept_beside_model(name: str) -> bool:
+    """Whether an entry of a model folder is kept when the model is saved again (it is not the model's)."""
+    return name not in MODEL_SAVE_NAMES and not name.startswith(MODEL_WEIGHT_PREFIXES)
+
+
 def is_trainable_parameter_name(name: str) -> bool:
     """LoRA weights, the trainable copies of `mmqa.<m>` and the fusion train; everything else is frozen."""
     parts = name.split(".")
@@ -767,6 +876,30 @@ def is_trainable_parameter_name(name: str) -> bool:
     if name.startswith("mmqa."):
         return "modules_to_save" in parts
     return name.startswith("fusion.")
+
+
+def tokenizer_is_usable(tokenizer: Any) -> bool:
+    """False for None and for the empty tokenizer `AutoTokenizer` builds from a folder without tokenizer files."""
+    if tokenizer is None:
+        return False
+    try:
+        return len(tokenizer) > 0 and bool(tokenizer("Frame 1: ", add_special_tokens=False).input_ids)
+    except Exception:  # a tokenizer without a vocabulary raises on use
+        return False
+
+
+def _tokenizer_saved_in(folder: str):
+    """The tokenizer saved beside a local model (e.g. by its processor), else None: used for prefixes of adapters
+    loaded later."""
+    if not any(os.path.isfile(os.path.join(folder, name)) for name in ("tokenizer.json", "tokenizer_config.json")):
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError, TypeError):
+        return None
+    return tokenizer if tokenizer_is_usable(tokenizer) else None
 
 
 def modality_input_suffix(key: str) -> str | None:
@@ -784,21 +917,27 @@ def _require(inputs: dict[str, torch.Tensor], modality: str, suffix: str, what: 
     return value
 
 
+#: Largest magnitude accepted per input kind: normalised pixels are O(1) and encoder states O(100); beyond these
+#: limits an input is corrupt (e.g. unnormalised or garbage memory) and would make the loss NaN.
+MAX_INPUT_MAGNITUDE = {"pixel_values": 1e3, "input_values": 1e5, "features": 1e5}
+
+
 def check_finite(modality: str, what: str, tensor: torch.Tensor) -> None:
-    if tensor.is_floating_point() and not tensor.is_meta and not bool(torch.isfinite(tensor).all()):
+    """Refuses NaN/inf and absurd magnitudes (see `MAX_INPUT_MAGNITUDE`) with the input named."""
+    if not tensor.is_floating_point() or tensor.is_meta or not tensor.numel():
+        return
+    if not bool(torch.isfinite(tensor).all()):
         raise ValueError(
             f"Modality {modality!r}: `{modality}_{what}` contains NaN or inf values; fix the input or its "
             "preprocessing (e.g. a corrupt frame or feature file)."
         )
-
-
-def _saved_modality_name(tensors: dict[str, torch.Tensor]) -> str | None:
-    """The modality an adapter file was saved for, read from its `mmqa.<modality>.` keys."""
-    for key in tensors:
-        parts = key.split(".")
-        if "mmqa" in parts[:-1]:
-            return parts[parts.index("mmqa") + 1]
-    return None
+    limit, largest = MAX_INPUT_MAGNITUDE.get(what), float(tensor.detach().abs().max())
+    if limit is not None and largest > limit:
+        raise ValueError(
+            f"Modality {modality!r}: `{modality}_{what}` holds values up to {largest:.3g} (more than {limit:g}); "
+            "inputs must be normalised as the CREMA processor produces them (e.g. pixel values after CLIP "
+            "mean/std normalisation)."
+        )
 
 
 def _infer_feature_size(tensors: dict[str, torch.Tensor], default: int) -> int:

@@ -25,8 +25,9 @@ class LayoutParts:
 
     order: the used modalities, major first. embeds: per modality (B, G, Q, H). fused: the gated fusion output
     (B, T, Q, H) or None, and fused_modalities the modalities it consumed. frame_prefixes: embedded "Frame i: "
-    (B, p_i, H) per frame (empty: no prefixes). modality_prefixes: embedded prefix (B, p, H) or None.
-    encoders: each modality's encoder kind.
+    (B, p_i, H) per frame (None or missing: no prefix). modality_prefixes: embedded prefix (B, p, H) or None.
+    encoders: each modality's encoder kind. per_frame: whether a modality's groups are video frames (frame
+    prefixes belong to those only: audio segments are not frames, DESIGN §1.4).
     """
 
     order: list[str]
@@ -36,14 +37,17 @@ class LayoutParts:
     frame_prefixes: list[torch.Tensor]
     modality_prefixes: dict[str, torch.Tensor | None]
     encoders: dict[str, str]
+    per_frame: dict[str, bool]
 
-    def frames(self, embeds: torch.Tensor, *companions: torch.Tensor) -> list[torch.Tensor]:
-        """(B, G, Q, H) -> [Frame 1: x_1 c_1 ..., Frame 2: x_2 c_2 ..., ...]; prefixes only when G > 1."""
+    def frames(self, embeds: torch.Tensor, *companions: torch.Tensor, prefixed: bool = True) -> list[torch.Tensor]:
+        """(B, G, Q, H) -> [Frame 1: x_1 c_1 ..., Frame 2: x_2 c_2 ..., ...]; prefixes only when G > 1 and
+        `prefixed` (the groups are frames)."""
         groups = embeds.shape[1]
         pieces = []
         for index in range(groups):
-            if groups > 1 and index < len(self.frame_prefixes):
-                pieces.append(self.frame_prefixes[index])
+            prefix = self.frame_prefixes[index] if prefixed and groups > 1 and index < len(self.frame_prefixes) else None
+            if prefix is not None:
+                pieces.append(prefix)
             pieces += [embeds[:, index]] + [companion[:, index] for companion in companions]
         return pieces
 
@@ -51,14 +55,14 @@ class LayoutParts:
         prefix = self.modality_prefixes.get(name)
         pieces = [] if prefix is None else [prefix]
         embeds = self.embeds[name]
-        return pieces + ([embeds.flatten(1, 2)] if flat else self.frames(embeds))
+        return pieces + ([embeds.flatten(1, 2)] if flat else self.frames(embeds, prefixed=self.per_frame[name]))
 
 
 def paper_layout(parts: LayoutParts) -> list[torch.Tensor]:
     major, *others = parts.order
-    pieces = parts.frames(parts.embeds[major])
+    pieces = parts.frames(parts.embeds[major], prefixed=parts.per_frame[major])
     if parts.fused is not None:
-        pieces += parts.frames(parts.fused)
+        pieces += parts.frames(parts.fused, prefixed=parts.per_frame[major])
         others = [name for name in others if name not in parts.fused_modalities]
     for name in others:
         pieces += parts.prefixed(name)
@@ -70,7 +74,7 @@ def reference_layout(parts: LayoutParts) -> list[torch.Tensor]:
     major_embeds = parts.embeds[major]
     frames = major_embeds.shape[1]
     if parts.fused is not None:
-        pieces = parts.frames(major_embeds + parts.fused)
+        pieces = parts.frames(major_embeds + parts.fused, prefixed=parts.per_frame[major])
         others = [name for name in others if name not in parts.fused_modalities]
     elif parts.encoders[major] == "vision":
         per_frame = [n for n in others if parts.encoders[n] == "vision" and parts.embeds[n].shape[1] == frames]

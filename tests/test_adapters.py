@@ -123,7 +123,7 @@ def test_adapter_for_another_backbone_width_is_refused(tmp_path):
     wide.save_adapter(tmp_path / "video", "video")
     model = tiny_crema_model(["video"])
     before = _adapter_tensors(model, "video")
-    with pytest.raises(ValueError, match=r"'video' was saved for a different backbone width"):
+    with pytest.raises(ValueError, match=r"video: Adapter for modality 'video' does not fit this model: it was saved for a different backbone width"):
         model.load_adapter(tmp_path / "video")
     after = _adapter_tensors(model, "video")  # the adapter that was there survives a failed swap
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -131,7 +131,7 @@ def test_adapter_for_another_backbone_width_is_refused(tmp_path):
 
 def test_missing_adapter_folder_error(tmp_path):
     model = tiny_crema_model(["video"])
-    with pytest.raises(ValueError, match="No modality adapter found"):
+    with pytest.raises(ValueError, match=r"No modality adapter at .*nothing_here.*no such folder"):
         model.load_adapter(tmp_path / "nothing_here")
 
 
