@@ -427,9 +427,14 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         if spec["encoder"] == "audio" and self.audio_model is not None:
             input_values = _require(inputs, modality, "input_values", "(B, S, ...) per-segment audio inputs")
             return self._encode_audio(spec, input_values)
+        hint = ""
+        if spec["encoder"] == "audio":
+            hint = (" (e.g. BEATs outputs), or build the model with an audio encoder to feed it "
+                    f"`{modality}_input_values`: `from_blip2(..., audio_encoder=\"MIT/ast-finetuned-audioset-10-10-0.4593\")`")
         raise ValueError(
             f"Modality {modality!r} (encoder {spec['encoder']!r}) has no encoder in this model: pass precomputed "
-            f"`{modality}_features` of shape (B, N, {spec['feature_size']}) or (B, G, N, {spec['feature_size']})."
+            f"`{modality}_features` of shape (B, N, {spec['feature_size']}) or (B, G, N, {spec['feature_size']})"
+            f"{hint}."
         )
 
     def _encode_frames(self, spec: dict, pixel_values: torch.Tensor) -> torch.Tensor:
