@@ -29,8 +29,8 @@ def resolve_files(
 ) -> list[str]:
     """Local paths of `names` in a folder or Hub repo (optionally a subfolder); recovers interrupted saves first."""
     where = os.path.join(str(path_or_repo_id), subfolder) if subfolder else str(path_or_repo_id)
+    recover_interrupted_save(where)  # a no-op unless an interrupted save of that folder left something behind
     if os.path.isdir(str(path_or_repo_id)):
-        recover_interrupted_save(where)
         if not os.path.isdir(where):
             raise ValueError(f"No {what} at {where!r}: no such folder. {hint}")
     elif not _could_be_repo_id(str(path_or_repo_id)):

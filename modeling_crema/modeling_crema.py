@@ -827,8 +827,7 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
             if key in kwargs
         }
         subfolder = kwargs.get("subfolder", "")
-        if os.path.isdir(os.fspath(pretrained_model_name_or_path)):
-            recover_interrupted_save(os.path.join(pretrained_model_name_or_path, subfolder))
+        recover_interrupted_save(os.path.join(pretrained_model_name_or_path, subfolder))  # no-op without leftovers
         if not isinstance(config, CremaConfig):
             config = CremaConfig.from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **hub_kwargs)
         model = super().from_pretrained(

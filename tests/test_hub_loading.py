@@ -74,23 +74,6 @@ def test_save_base_only(tmp_path):
     assert model.config.modality_names == ["video", "depth"]  # the saving model is untouched
 
 
-def test_interrupted_save_keeps_previous_checkpoint(saved_model, tmp_path, monkeypatch):
-    model, _ = saved_model
-    target = tmp_path / "model"
-    model.save_pretrained(target)
-    before = (target / "model.safetensors").read_bytes()
-
-    def explode(*args, **kwargs):
-        raise KeyboardInterrupt("killed mid-save")
-
-    monkeypatch.setattr(CremaForConditionalGeneration, "save_fusion", explode)
-    with pytest.raises(KeyboardInterrupt):
-        model.save_pretrained(target)
-    assert (target / "model.safetensors").read_bytes() == before
-    assert (target / "fusion" / "fusion.safetensors").exists()
-    assert sorted(os.listdir(tmp_path)) == ["model"]
-
-
 def test_trust_remote_code_in_clean_virtualenv(saved_model, tmp_path, tokenizer):
     """A virtualenv that sees torch/transformers/peft but not this package loads the model from its folder alone."""
     model, directory = saved_model
