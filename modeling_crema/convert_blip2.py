@@ -101,14 +101,17 @@ def crema_from_blip2(
 
 
 def _tokenizer_beside(path: str | os.PathLike):
-    """The tokenizer saved with a BLIP-2 checkpoint, or None (warned once) when there is none."""
+    """The tokenizer saved with a BLIP-2 checkpoint, or None (warned) when there is none: for a folder without
+    tokenizer files `AutoTokenizer` returns an empty tokenizer rather than failing."""
     from transformers import AutoTokenizer
+
+    from .modeling_crema import tokenizer_is_usable
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError, TypeError):
         tokenizer = None
-    if tokenizer is None or len(tokenizer) == 0:
+    if not tokenizer_is_usable(tokenizer):
         logger.warning(f"No tokenizer found at {path}: the frame and modality prefixes stay empty. Pass "
                        "`tokenizer=` (the LLM's tokenizer) to get them.")
         return None

@@ -98,7 +98,43 @@ def test_features_only_modality_without_features(tokenizer):
     model = tiny_crema_model(["video", "audio"])  # no audio encoder: audio must come as features
     batch = {**modality_inputs(model.config, names=["video"]), **text_inputs(tokenizer)}
     batch["audio_input_values"] = torch.randn(2, 2, 64, 32)
-    with pytest.raises(ValueError, match=r"'audio' \(encoder 'audio'\) has no encoder.*audio_features"):
+    with pytest.raises(ValueError, match=r"'audio' \(encoder 'audio'\) has no encoder.*`audio_features` of shape "
+                                         r"\(B, N, 768\).*BEATs.*audio_encoder="):
+        model(**batch)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (float("nan"), "NaN/inf or fractional"),
+    (3.5, "NaN/inf or fractional"),
+])
+def test_point_coordinates_must_be_integer_voxels(model, batch, bad, message):
+    coordinates = batch["point_cloud_coordinates"].float()
+    coordinates[1, 2, 0] = bad
+    batch["point_cloud_coordinates"] = coordinates
+    with pytest.raises(ValueError, match=rf"'point_cloud': `point_cloud_coordinates` must be integer voxel.*{message}"):
+        model(**batch)
+
+
+def test_integral_float_coordinates_are_accepted(model, batch):
+    reference = model(**batch).logits
+    batch["point_cloud_coordinates"] = batch["point_cloud_coordinates"].float()
+    assert torch.equal(model(**batch).logits, reference)
+
+
+def test_all_masked_point_cloud(model, batch):
+    batch["point_cloud_attention_mask"][1] = 0
+    with pytest.raises(ValueError, match=r"'point_cloud': `point_cloud_attention_mask` masks out every token of "
+                                         r"example\(s\) \[1\]"):
+        model(**batch)
+
+
+@pytest.mark.parametrize("modality, key, value", [
+    ("video", "video_pixel_values", 1e30), ("depth", "depth_pixel_values", -5e3),
+    ("audio", "audio_input_values", 1e12), ("point_cloud", "point_cloud_features", 1e20),
+])
+def test_finite_but_absurd_values(model, batch, modality, key, value):
+    batch[key][0, 0] = value
+    with pytest.raises(ValueError, match=rf"'{modality}': `{key}` holds values up to .*normalised"):
         model(**batch)
 
 
