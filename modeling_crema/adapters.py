@@ -98,8 +98,10 @@ def route_to_modality(model: nn.Module, modality: str) -> Iterator[None]:
     layers = list(lora_layers(model.qformer))
     previous = [layer._active_adapter for layer in layers]
     previous_modality = getattr(model, "routed_modality", None)
+    # `modalities_without_lora` (the reference's zero-shot "rgb-skip"): the plain frozen Q-Former
+    active = [] if modality in (getattr(model.config, "modalities_without_lora", None) or []) else [modality]
     for layer in layers:
-        layer._active_adapter = [modality]
+        layer._active_adapter = active
     model.routed_modality = modality  # read by activation checkpointing to route its recomputation the same way
     try:
         yield

@@ -10,6 +10,8 @@ from transformers.configuration_utils import SubConfigSpec
 from transformers.models.blip_2.configuration_blip_2 import Blip2QFormerConfig, Blip2VisionConfig
 from transformers.utils import logging
 
+from .token_layout import TOKEN_LAYOUTS
+
 logger = logging.get_logger(__name__)
 
 #: How a modality reaches the Q-Former.
@@ -84,9 +86,11 @@ class CremaConfig(PreTrainedConfig):
         num_audio_segments: audio segments S per clip.
         lora_rank / lora_alpha / lora_dropout: LoRA on the Q-Former self-attention query and value.
         use_fusion: fuse the supportive modalities with the self-gated fusion (else plain concatenation).
-        token_layout: "paper" (DESIGN §1.4: fused tokens concatenated after the major modality's) or
-            "reference" (the authors' code: fused tokens added to the major modality's; use it with their
-            converted checkpoints). See `token_layout.py`.
+        token_layout: "paper" (DESIGN §1.4: fused tokens concatenated after the major modality's),
+            "reference_concat" (the authors' released training scripts: use it with their converted checkpoints) or
+            "reference_add" (alias "reference": the authors' non-concat branch). See `token_layout.py`.
+        modalities_without_lora: modalities whose Q-Former pass runs without their LoRA (the authors' zero-shot
+            "rgb-skip": plain BLIP-2 query outputs for video).
         fusion_modalities: the ordered modalities the fusion was built for (major first).
         frame_prefix_template: text put before each frame's tokens ("Frame {i}: ", i from 1).
         frame_prefix_token_ids: its token ids per frame (filled by `set_prefix_tokens`); empty means no prefixes.
@@ -117,6 +121,7 @@ class CremaConfig(PreTrainedConfig):
     use_fusion: bool = True
     fusion_modalities: list | None = None
     token_layout: str = "paper"
+    modalities_without_lora: list | None = None
     frame_prefix_template: str = "Frame {i}: "
     frame_prefix_token_ids: list | None = None
     audio_feature_size: int = 768
@@ -134,8 +139,9 @@ class CremaConfig(PreTrainedConfig):
                 f"CREMA needs an encoder-decoder language model (Flan-T5 / T5); got text_config of type "
                 f"{self.text_config.model_type!r}. Decoder-only LLMs are not supported yet."
             )
-        if self.token_layout not in ("paper", "reference"):
-            raise ValueError(f"token_layout must be 'paper' or 'reference'; got {self.token_layout!r}.")
+        if self.token_layout not in TOKEN_LAYOUTS:
+            raise ValueError(f"token_layout must be one of {TOKEN_LAYOUTS}; got {self.token_layout!r}.")
+        self.modalities_without_lora = list(self.modalities_without_lora or [])
         specs = [
             make_modality_spec(**spec) if isinstance(spec, dict) else make_modality_spec(spec)
             for spec in (self.modalities or [])

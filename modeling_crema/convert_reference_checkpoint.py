@@ -32,13 +32,25 @@ _LORA_KEY = re.compile(
 _MODULE_KEY = re.compile(r"^(query_tokens|t5_proj|ln)_([a-z]+)(?:\.(weight|bias))?$")
 
 
-def load_reference_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Reads a LAVIS `.pth` (only tensors and plain containers are accepted) or a `.safetensors` file."""
+#: The token layout the authors' released training scripts (`espresso-concat-seq[-gradsel-es]`) used.
+REFERENCE_CHECKPOINT_LAYOUT = "reference_concat"
+
+
+def load_reference_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], list[str] | None]:
+    """Reads a LAVIS `.pth` (only tensors and plain containers are accepted) or a `.safetensors` file.
+
+    Returns the state dict and the training modality order the checkpoint records
+    (`checkpoint["config"]["model"]["modalities"]`, e.g. "rgb_audio_flow_depth_norm"), or None.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Reference checkpoint {path!r} does not exist.")
     if path.endswith(".safetensors"):
-        return load_file(path)
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as handle:
+            recorded = (handle.metadata() or {}).get("modalities")
+        return load_file(path), recorded.split("_") if recorded else None
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises several types for unsafe or corrupt pickles
@@ -49,7 +61,10 @@ def load_reference_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor
     state_dict = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise ValueError(f"{path!r} holds no state dict (expected a dict of tensors, or {{'model': state_dict}}).")
-    return state_dict
+    recorded = checkpoint.get("config", {}).get("model", {}).get("modalities") if "model" in checkpoint else None
+    if recorded is not None and not isinstance(recorded, str):
+        raise ValueError(f"{path!r}: config.model.modalities should be a string like 'rgb_audio_flow'; got {recorded!r}.")
+    return state_dict, recorded.split("_") if recorded else None
 
 
 def convert_reference_state_dict(
@@ -57,9 +72,17 @@ def convert_reference_state_dict(
 ) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, int], dict[str, torch.Tensor]]:
     """Splits reference tensors per modality under PEFT adapter keys.
 
-    Returns (adapter tensors per modality, LoRA rank per modality, fusion tensors). `modalities` (reference or our
-    names) fixes the order; by default the order of first appearance in the checkpoint.
+    Returns (adapter tensors per modality, LoRA rank per modality, fusion tensors), in the order `modalities`
+    (reference or our names, major first: the training `modalities` string) gives. The order is never inferred
+    from the state dict, whose keys come in a fixed rgb, flow, norm, depth, audio, pc order: the fusion's weight
+    blocks would land on the wrong modalities.
     """
+    if not modalities:
+        raise ValueError(
+            "The checkpoint does not record its modality order (checkpoint['config']['model']['modalities']) and "
+            "none was given: pass the training `modalities` in order, major first (e.g. --modalities "
+            "rgb,audio,flow,depth,norm for MUSIC-AVQA)."
+        )
     adapters: dict[str, dict[str, torch.Tensor]] = defaultdict(dict)
     ranks: dict[str, int] = {}
     order: list[str] = []
@@ -99,13 +122,15 @@ def convert_reference_state_dict(
         raise ValueError("No CREMA adapter tensors found (keys like `query_tokens_rgb`, `...query.w_a_rgb.weight`).")
     if ignored:
         logger.info(f"Ignored {ignored} frozen-backbone tensors of the reference checkpoint.")
-    if modalities is not None:
-        wanted = [REFERENCE_MODALITY_NAMES.get(name, name) for name in modalities]
-        unknown = sorted(set(wanted) - set(adapters))
-        if unknown:
-            raise ValueError(f"Modalities {unknown} are not in the checkpoint, which holds {order}.")
-        order = wanted + [name for name in order if name not in wanted]
-    return {name: adapters[name] for name in order}, ranks, fusion
+    wanted = [REFERENCE_MODALITY_NAMES.get(name, name) for name in modalities]
+    unknown = sorted(set(wanted) - set(adapters))
+    if unknown:
+        raise ValueError(f"Modalities {unknown} are not in the checkpoint, which holds {sorted(adapters)}.")
+    extra = sorted(set(adapters) - set(wanted))
+    if extra:
+        raise ValueError(f"The checkpoint also holds adapters for {extra}, which the modality order {wanted} "
+                         "does not place: give the full training order.")
+    return {name: adapters[name] for name in wanted}, ranks, fusion
 
 
 def convert_reference_checkpoint(
@@ -116,11 +141,20 @@ def convert_reference_checkpoint(
 ) -> list[str]:
     """Writes `output_dir/adapters/<modality>/` (PEFT) and `output_dir/fusion/`; returns the modality order.
 
-    Load them with `model.load_adapter(output_dir / "adapters" / m)` and `model.load_fusion(output_dir / "fusion")`
-    on a CREMA built `from_blip2` of the same BLIP-2 the authors used (Flan-T5-XL) with `token_layout="reference"`,
-    the layout their code trained with.
+    The order comes from the checkpoint's saved config, else from `modalities` (one of them is required; given
+    both, they must agree). Load the result with `model.load_adapter(output_dir / "adapters" / m)` and
+    `model.load_fusion(output_dir / "fusion")` on a CREMA built `from_blip2` of the same BLIP-2 the authors used
+    (Flan-T5-XL) with `token_layout=REFERENCE_CHECKPOINT_LAYOUT` ("reference_concat"), the layout their released
+    scripts trained with.
     """
-    adapters, ranks, fusion = convert_reference_state_dict(load_reference_state_dict(checkpoint_path), modalities)
+    state_dict, recorded = load_reference_state_dict(checkpoint_path)
+    if recorded and modalities:
+        given = [REFERENCE_MODALITY_NAMES.get(name, name) for name in modalities]
+        saved = [REFERENCE_MODALITY_NAMES.get(name, name) for name in recorded]
+        if given != saved:
+            raise ValueError(f"The checkpoint was trained with modalities {saved} (its saved config), but {given} "
+                             "was given; drop the option to use the saved order.")
+    adapters, ranks, fusion = convert_reference_state_dict(state_dict, recorded or modalities)
     order = list(adapters)
     for name, tensors in adapters.items():
         if name not in ranks:

@@ -1,13 +1,18 @@
 """Where each modality's query embeddings go in front of the prompt (the LLM encoder's input).
 
-Two layouts:
+Layouts:
 - "paper" (DESIGN §1.4, paper eq. 3): with the fusion, [Frame i: major_i]_i then [Frame i: fused_i]_i, so
   2·T·(p+Q) visual tokens whatever the number of modalities; without it, the major modality's frames, then each
   supportive modality after its prefix ("Depth: ", "Audio: ", ...).
-- "reference" (the authors' released code, needed for their checkpoints): with the fusion, the gated fusion
-  output is *added* to the major modality, [Frame i: major_i + fused_i]_i (T·(p+Q) tokens); without it, the
-  per-frame modalities share each frame's prefix, [Frame i: major_i s1_i s2_i ...]_i, then audio tokens without a
-  prefix, then other modalities after their prefix ("3D Model: ").
+- "reference_concat" (the authors' released training scripts, so their checkpoints): with the fusion,
+  [Frame i: major_i]_i, then all the frame prefixes again [Frame 1: ... Frame T:] (prefix tokens only), then all
+  fused tokens [fused_1 ... fused_T].
+- "reference_add" (also accepted as "reference"; the authors' non-concat branch, unused by their released
+  scripts): with the fusion, the gated fusion output is *added* to the major modality, [Frame i: major_i +
+  fused_i]_i (T·(p+Q) tokens).
+Both reference layouts, without the fusion: the per-frame modalities share each frame's prefix,
+[Frame i: major_i s1_i s2_i ...]_i, then audio tokens without a prefix, then other modalities after their prefix
+("3D Model: ").
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-TOKEN_LAYOUTS = ("paper", "reference")
+TOKEN_LAYOUTS = ("paper", "reference_concat", "reference_add", "reference")
 
 
 @dataclass
@@ -69,19 +74,20 @@ def paper_layout(parts: LayoutParts) -> list[torch.Tensor]:
     return pieces
 
 
-def reference_layout(parts: LayoutParts) -> list[torch.Tensor]:
+def _reference_without_fusion(parts: LayoutParts) -> tuple[list[torch.Tensor], list[str]]:
+    """The reference's per-frame concatenation [Frame i: major_i s1_i ...]_i; returns it and what is left."""
     major, *others = parts.order
     major_embeds = parts.embeds[major]
+    if parts.encoders[major] != "vision":
+        return parts.prefixed(major, flat=True), others
     frames = major_embeds.shape[1]
-    if parts.fused is not None:
-        pieces = parts.frames(major_embeds + parts.fused, prefixed=parts.per_frame[major])
-        others = [name for name in others if name not in parts.fused_modalities]
-    elif parts.encoders[major] == "vision":
-        per_frame = [n for n in others if parts.encoders[n] == "vision" and parts.embeds[n].shape[1] == frames]
-        pieces = parts.frames(major_embeds, *(parts.embeds[name] for name in per_frame))
-        others = [name for name in others if name not in per_frame]
-    else:
-        pieces, others = parts.prefixed(major, flat=True), others
+    per_frame = [n for n in others if parts.encoders[n] == "vision" and parts.embeds[n].shape[1] == frames]
+    pieces = parts.frames(major_embeds, *(parts.embeds[name] for name in per_frame))
+    return pieces, [name for name in others if name not in per_frame]
+
+
+def _reference_rest(parts: LayoutParts, others: list[str]) -> list[torch.Tensor]:
+    pieces = []
     for name in others:
         if parts.encoders[name] == "audio":  # the reference found audio works better without a prefix
             pieces.append(parts.embeds[name].flatten(1, 2))
@@ -90,4 +96,34 @@ def reference_layout(parts: LayoutParts) -> list[torch.Tensor]:
     return pieces
 
 
-LAYOUTS = {"paper": paper_layout, "reference": reference_layout}
+def reference_add_layout(parts: LayoutParts) -> list[torch.Tensor]:
+    major, *others = parts.order
+    if parts.fused is None:
+        pieces, others = _reference_without_fusion(parts)
+    else:
+        pieces = parts.frames(parts.embeds[major] + parts.fused, prefixed=parts.per_frame[major])
+        others = [name for name in others if name not in parts.fused_modalities]
+    return pieces + _reference_rest(parts, others)
+
+
+def reference_concat_layout(parts: LayoutParts) -> list[torch.Tensor]:
+    major, *others = parts.order
+    if parts.fused is None:
+        pieces, others = _reference_without_fusion(parts)
+    else:
+        prefixed = parts.per_frame[major]
+        pieces = parts.frames(parts.embeds[major], prefixed=prefixed)
+        frames = parts.fused.shape[1]
+        if prefixed and frames > 1:
+            pieces += [prefix for prefix in parts.frame_prefixes[:frames] if prefix is not None]
+        pieces += [parts.fused[:, index] for index in range(frames)]
+        others = [name for name in others if name not in parts.fused_modalities]
+    return pieces + _reference_rest(parts, others)
+
+
+LAYOUTS = {
+    "paper": paper_layout,
+    "reference_concat": reference_concat_layout,
+    "reference_add": reference_add_layout,
+    "reference": reference_add_layout,
+}
