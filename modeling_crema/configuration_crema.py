@@ -10,6 +10,7 @@ from transformers.configuration_utils import SubConfigSpec
 from transformers.models.blip_2.configuration_blip_2 import Blip2QFormerConfig, Blip2VisionConfig
 from transformers.utils import logging
 
+from .modality_names import DEFAULT_MODALITY_PREFIXES
 from .token_layout import TOKEN_LAYOUTS
 
 logger = logging.get_logger(__name__)
@@ -21,17 +22,6 @@ logger = logging.get_logger(__name__)
 #: "point_cloud": precomputed 3D features [N, D] plus voxel coordinates, with a sinusoidal position embedding.
 ENCODER_KINDS = ("vision", "audio", "features", "point_cloud")
 
-#: LLM-side prefix text of the well-known modalities (the paper's "modality prefix tokens").
-DEFAULT_MODALITY_PREFIXES = {
-    "video": "Video: ",
-    "audio": "Audio: ",
-    "flow": "Optical Flow: ",
-    "depth": "Depth: ",
-    "normal": "Surface Normal: ",
-    "point_cloud": "3D Model: ",
-    "thermal": "Thermal: ",
-    "touch": "Touch: ",
-}
 
 #: The fields of a modality spec (what `make_modality_spec` takes and an adapter file's metadata may hold).
 MODALITY_SPEC_FIELDS = ("name", "encoder", "feature_size", "prefix", "prefix_token_ids")

@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 
 from .configuration_crema import CremaConfig
+from .modality_names import PAPER_LETTERS  # noqa: F401  (re-exported: the paper's one-letter names)
 from .modeling_crema import CremaForConditionalGeneration
 
 #: The paper's backbone, BLIP-2 Flan-T5-XL (DESIGN §1).
@@ -30,11 +31,6 @@ PAPER_BACKBONE = dict(
 )
 #: Encoder width of the paper's non-visual encoders: BEATs audio features are 768-d, 3D-LLM point features 1408-d.
 PAPER_FEATURE_SIZES = {"audio": 768}
-#: The paper's one-letter modality names (Tables 1-4).
-PAPER_LETTERS = {
-    "V": "video", "A": "audio", "F": "flow", "D": "depth", "N": "normal", "P": "point_cloud", "T": "thermal",
-    "H": "touch",
-}
 
 
 def paper_config(modalities: Sequence[str], use_fusion: bool | None = None) -> CremaConfig:

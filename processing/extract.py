@@ -45,7 +45,8 @@ def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--num-frames", type=int, default=4, help="frames T sampled by uniform segments (default 4)")
     parser.add_argument("--depth-model", default=None, help="depth-estimation model id or path (for depth, normal)")
-    parser.add_argument("--depth-colormap", default="gray", choices=sorted(DEPTH_COLORMAPS))
+    parser.add_argument("--depth-colormap", default="gray", choices=sorted(DEPTH_COLORMAPS),
+                        help="colour map of the rendered depth frames (default: gray)")
     parser.add_argument("--image-size", type=int, default=224, help="ViT input size of the saved pixel values")
     parser.add_argument("--sampling", choices=("uniform", "fps"), default="uniform", help="frame sampling mode")
     parser.add_argument("--fps", type=float, default=None, help="frame rate for --sampling fps")

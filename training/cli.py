@@ -1,35 +1,91 @@
-"""The `crema` command line: one sub-command per job (`params`, `init`, `answer`, `convert-reference`, `extract`)."""
+"""The `crema` command line: one sub-command per job (`params`, `init`, `answer`, `convert-reference`, `extract`).
+
+Building the parser imports nothing heavy (no torch, transformers, numpy, cv2 or crema package): `crema --help`
+answers at once, and each command imports what it needs when it runs. The options of `crema extract` live with
+its code in `crema_processing.extract`; they are read only when that command is asked for.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from typing import Sequence
+from typing import Iterator, Sequence
 
-from transformers.utils import logging
+#: (name, one-line help) of each sub-command, in the order `crema --help` lists them.
+COMMANDS = (
+    ("params", "trainable parameters per modality adapter and fusion (the paper's size or a saved model)"),
+    ("init", "build CREMA from a BLIP-2 (T5) checkpoint and save it with its processor"),
+    ("answer", "answer a question about a clip with a saved CREMA model"),
+    ("convert-reference", "convert the authors' LAVIS checkpoint to PEFT adapters"),
+    ("extract", "render flow/depth/normal frames and audio features of a video"),
+)
+#: pip package of the optional modules whose absence is reported by name.
+PIP_NAMES = {"cv2": "opencv-python-headless", "av": "av", "PIL": "pillow", "torchcodec": "torchcodec",
+             "datasets": "datasets", "peft": "peft", "safetensors": "safetensors", "tqdm": "tqdm"}
 
-logger = logging.get_logger(__name__)
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("crema-hf")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
-def _modality_list(text: str) -> list[str]:
-    from modeling_crema.parameter_report import PAPER_LETTERS
+def modality_list(text: str) -> list[str]:
+    """`--modalities`: comma-separated names or the paper's letters (case-insensitive), major first; anything
+    else is refused with the known ones listed."""
+    # a dependency-free table, but importing it loads the `modeling_crema` package: done when parsing, not when
+    # building the parser (the command that parses it imports the package anyway)
+    from modeling_crema.modality_names import KNOWN_MODALITIES, PAPER_LETTERS
 
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    return [PAPER_LETTERS.get(name, name) for name in names]
+    letters = {letter.lower(): name for letter, name in PAPER_LETTERS.items()}
+    names: list[str] = []
+    for part in (part.strip() for part in text.split(",")):
+        if not part:
+            continue
+        name = letters.get(part.lower()) if len(part) == 1 else part.lower()
+        if name not in KNOWN_MODALITIES:
+            known_letters = ",".join(PAPER_LETTERS)
+            raise argparse.ArgumentTypeError(
+                f"unknown modality {part!r}; known: {', '.join(KNOWN_MODALITIES)} "
+                f"(or the paper's letters {known_letters})"
+            )
+        if name in names:
+            raise argparse.ArgumentTypeError(f"modality {name!r} is listed twice in {text!r}")
+        names.append(name)
+    if not names:
+        raise argparse.ArgumentTypeError("no modality given")
+    return names
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+# ------------------------------------------------------------------------------------------------- params
 def add_params_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--paper", action="store_true", help="the paper's backbone (BLIP-2 Flan-T5-XL), no weights")
     source.add_argument("--config", help="a saved CREMA model folder or Hub id (only its config.json is read)")
     parser.add_argument(
         "--modalities",
-        type=_modality_list,
+        type=modality_list,
         default=None,
-        help="comma-separated modalities (names or the paper's letters V,A,F,D,N,P,T,H), major first",
+        help="comma-separated modalities (names or the paper's letters V,A,F,D,N,P,T,H), major first; with "
+        "--config, the saved model's modalities to count",
     )
     fusion = parser.add_mutually_exclusive_group()
-    fusion.add_argument("--fusion", dest="use_fusion", action="store_true", default=None, help="force the fusion on")
+    fusion.add_argument("--fusion", dest="use_fusion", action="store_true", default=None,
+                        help="force the fusion on (default: on from three modalities, as in the paper)")
     fusion.add_argument("--no-fusion", dest="use_fusion", action="store_false", help="plain concatenation")
 
 
@@ -37,13 +93,21 @@ def run_params(args: argparse.Namespace) -> int:
     from modeling_crema import CremaConfig
     from modeling_crema.parameter_report import build_on_meta, format_parameter_table, paper_config, trainable_parameter_rows
 
+    from .answer import hub_errors, local_or_hub
+
     if args.paper:
         modalities = args.modalities or ["video"]
         config = paper_config(modalities, args.use_fusion)
         title = f"CREMA at the paper's size (BLIP-2 Flan-T5-XL), modalities {', '.join(modalities)}"
     else:
-        config = CremaConfig.from_pretrained(args.config)
+        source, is_local = local_or_hub(args.config)
+        with hub_errors(source, is_local):
+            config = CremaConfig.from_pretrained(source)
         if args.modalities:
+            missing = [name for name in args.modalities if name not in config.modality_names]
+            if missing:
+                has = ", ".join(config.modality_names)
+                raise ValueError(f"--modalities {','.join(missing)}: not in {args.config} (it has {has})")
             config.modalities = [spec for spec in config.modalities if spec["name"] in args.modalities]
         if args.use_fusion is not None:
             config.use_fusion = args.use_fusion
@@ -53,10 +117,13 @@ def run_params(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------------- convert-reference
 def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="the authors' LAVIS checkpoint (.pth) or a .safetensors state dict")
     parser.add_argument("--out", required=True, help="output folder: adapters/<modality>/ and fusion/")
-    parser.add_argument("--modalities", type=_modality_list, default=None, help="order of the modalities (major first)")
+    parser.add_argument("--modalities", type=modality_list, default=None,
+                        help="the training modality order, major first (default: the order the checkpoint's saved "
+                        "config records; required when it records none)")
 
 
 def run_convert(args: argparse.Namespace) -> int:
@@ -64,58 +131,80 @@ def run_convert(args: argparse.Namespace) -> int:
 
     order = convert_reference_checkpoint(args.checkpoint, args.out, args.modalities)
     print(f"Wrote adapters for {', '.join(order)} to {args.out}/adapters and the fusion (if any) to {args.out}/fusion")
-    print("Load them on a CREMA built with token_layout='reference' (the authors' token layout), e.g.\n"
+    print("Load them on a CREMA built with token_layout='reference_concat' (the layout the authors' released "
+          "scripts trained with), e.g.\n"
           "  CremaForConditionalGeneration.from_blip2('Salesforce/blip2-flan-t5-xl', modalities=[], "
-          "token_layout='reference')")
+          "token_layout='reference_concat')")
     return 0
 
 
+# --------------------------------------------------------------------------------------------------- init
 def add_init_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--blip2", required=True, help="a BLIP-2 checkpoint with a T5 LLM (folder or Hub id)")
-    parser.add_argument("--modalities", type=_modality_list, default=["video"], help="comma-separated, major first")
+    parser.add_argument("--blip2", required=True,
+                        help="a BLIP-2 checkpoint with a T5 LLM and its tokenizer (folder or Hub id)")
+    parser.add_argument("--modalities", type=modality_list, default=["video"],
+                        help="comma-separated modalities (names or the paper's letters), major first (default: video)")
     parser.add_argument("--out", required=True, help="output folder (model + processor)")
-    parser.add_argument("--num-frames", type=int, default=4)
-    parser.add_argument("--token-layout", choices=("paper", "reference"), default="paper")
+    parser.add_argument("--audio-encoder", default=None,
+                        help="a transformers audio encoder for the audio modality (folder or Hub id, e.g. "
+                        "MIT/ast-finetuned-audioset-10-10-0.4593), saved with the model; without it the audio "
+                        "adapter takes precomputed BEATs features, which `crema answer` cannot compute")
+    parser.add_argument("--depth-model", default=None,
+                        help="a transformers depth-estimation model (folder or Hub id, e.g. "
+                        "depth-anything/Depth-Anything-V2-Small-hf); needed by the depth and normal modalities")
+    parser.add_argument("--num-frames", type=positive_int, default=4, help="frames T per clip (default 4)")
+    parser.add_argument("--token-layout", choices=("paper", "reference_concat", "reference_add"), default="paper",
+                        help="where the modality tokens go in the LLM input: 'paper' (default), 'reference_concat' "
+                        "(the authors' released scripts: for their converted checkpoints) or 'reference_add'")
     fusion = parser.add_mutually_exclusive_group()
-    fusion.add_argument("--fusion", dest="use_fusion", action="store_true", default=None)
-    fusion.add_argument("--no-fusion", dest="use_fusion", action="store_false")
+    fusion.add_argument("--fusion", dest="use_fusion", action="store_true", default=None,
+                        help="fuse the modalities (default: from three modalities on, as in the paper)")
+    fusion.add_argument("--no-fusion", dest="use_fusion", action="store_false", help="plain concatenation")
 
 
 def run_init(args: argparse.Namespace) -> int:
     from .answer import build_model_folder
 
-    build_model_folder(
-        args.blip2, args.out, args.modalities, args.use_fusion, num_frames=args.num_frames,
-        token_layout=args.token_layout,
+    model = build_model_folder(
+        args.blip2, args.out, args.modalities, args.use_fusion, audio_encoder=args.audio_encoder,
+        depth_model=args.depth_model, num_frames=args.num_frames, token_layout=args.token_layout,
     )
-    print(f"Saved CREMA ({', '.join(args.modalities)}) with its processor to {args.out}")
+    print(f"Saved CREMA ({', '.join(model.config.modality_names)}) with its processor to {args.out}")
+    if "audio" in model.config.modality_names and model.config.audio_config is None:
+        print("note: the audio adapter takes precomputed BEATs features; for `crema answer` to read audio from "
+              "files, build it with --audio-encoder DIR_OR_ID")
     return 0
 
 
+# ------------------------------------------------------------------------------------------------- answer
 def add_answer_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="a saved CREMA folder (model + processor) or Hub id")
+    parser.add_argument("model", help="a saved CREMA folder (model + processor, see `crema init`) or Hub id")
     parser.add_argument("video", help="the clip (video file or folder of frames)")
-    parser.add_argument("--question", required=True)
-    parser.add_argument("--option", action="append", dest="options", help="a multiple-choice option (repeat it)")
+    parser.add_argument("--question", required=True, help="the question about the clip")
+    parser.add_argument("--option", action="append", dest="options",
+                        help="a multiple-choice option (repeat it); without options the answer is generated")
     parser.add_argument("--audio-file", help="audio for an audio adapter (default: the clip's own track)")
-    parser.add_argument("--thermal", help="companion thermal clip")
-    parser.add_argument("--touch", help="companion touch clip")
+    parser.add_argument("--depth-model", default=None,
+                        help="depth-estimation model (folder or Hub id) for depth/normal adapters, instead of the "
+                        "one saved with the processor")
+    parser.add_argument("--thermal", help="companion thermal clip (for a thermal adapter)")
+    parser.add_argument("--touch", help="companion touch clip (for a touch adapter)")
     parser.add_argument("--point-cloud", help="point-cloud features (.pt/.npy, voxels beside them)")
-    parser.add_argument("--num-beams", type=int, default=5)
-    parser.add_argument("--max-new-tokens", type=int, default=10)
-    parser.add_argument("--device", default="cuda" if _cuda_available() else "cpu")
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+    parser.add_argument("--num-beams", type=positive_int, default=5, help="beams for open-ended answers (default 5)")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=10,
+                        help="longest open-ended answer in tokens (default 10)")
+    parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available, else cpu)")
 
 
 def run_answer(args: argparse.Namespace) -> int:
+    import torch
+
     from .answer import answer_question, load_model_and_processor
 
-    model, processor = load_model_and_processor(args.model, args.device)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available here; use --device cpu")
+    model, processor = load_model_and_processor(args.model, device, depth_model=args.depth_model)
     companions = {"audio": args.audio_file, "thermal": args.thermal, "touch": args.touch,
                   "point_cloud": args.point_cloud}
     answer = answer_question(
@@ -130,38 +219,119 @@ def run_answer(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crema", description="CREMA: multimodal video reasoning on a frozen BLIP-2.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    subcommands = [
-        ("params", "trainable parameters per modality adapter and fusion", add_params_arguments, run_params),
-        ("init", "build CREMA from a BLIP-2 (T5) checkpoint and save it with its processor", add_init_arguments,
-         run_init),
-        ("answer", "answer a question about a clip with a saved CREMA model", add_answer_arguments, run_answer),
-        ("convert-reference", "convert the authors' LAVIS checkpoint to PEFT adapters", add_convert_arguments,
-         run_convert),
-    ]
-    for name, help_text, add_arguments, run in subcommands:
-        subparser = commands.add_parser(name, help=help_text)
-        add_arguments(subparser)
+# ------------------------------------------------------------------------------------------------ extract
+def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
+    from crema_processing.extract import add_extract_arguments as add_arguments
+
+    add_arguments(parser)
+
+
+def run_extract(args: argparse.Namespace) -> int:
+    from crema_processing.extract import run_extract as run
+
+    return run(args)
+
+
+# ------------------------------------------------------------------------------------------------- parser
+SUBCOMMANDS = {
+    "params": (add_params_arguments, run_params),
+    "init": (add_init_arguments, run_init),
+    "answer": (add_answer_arguments, run_answer),
+    "convert-reference": (add_convert_arguments, run_convert),
+    "extract": (add_extract_arguments, run_extract),
+}
+#: Sub-commands whose options are defined in modules with heavy imports: read only when that command runs.
+HEAVY_OPTIONS = ("extract",)
+
+
+def build_parser(load_options: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The `crema` parser. The options of the commands in `HEAVY_OPTIONS` are added only when named in
+    `load_options` (`main` names the command being run); otherwise they appear in `crema --help` by name only."""
+    parser = argparse.ArgumentParser(
+        prog="crema",
+        description="CREMA: multimodal video reasoning on a frozen BLIP-2 (one PEFT adapter per modality).",
+        epilog="Run `crema COMMAND --help` for the options of a command. Errors are one line on stderr, exit status 2.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_package_version()}",
+                        help="print the version and exit")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name, help_text in COMMANDS:
+        add_arguments, run = SUBCOMMANDS[name]
+        subparser = commands.add_parser(name, help=help_text, description=help_text)
+        if name not in HEAVY_OPTIONS or name in load_options:
+            add_arguments(subparser)
         subparser.set_defaults(run=run)
-    try:
-        from crema_processing.extract import add_extract_arguments, run_extract
-    except ImportError as error:  # processing extras missing: the other commands still work
-        logger.debug(f"`crema extract` unavailable: {error}")
-    else:
-        extract = commands.add_parser("extract", help="render flow/depth/normal frames and audio features of a video")
-        add_extract_arguments(extract)
-        extract.set_defaults(run=run_extract)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _command_in(argv: Sequence[str]) -> str | None:
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """No "Loading weights" progress bars and only errors from `transformers` while a command runs (restored
+    after, for callers of `main` in the same process)."""
+    from transformers.utils import logging
+
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
     try:
-        return args.run(args)
-    except (ValueError, OSError) as error:  # bad input or a missing file / Hub repo: a message, not a traceback
-        print(f"crema {args.command}: error: {error}", file=sys.stderr)
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()
+
+
+def error_message(error: BaseException) -> str | None:
+    """One line for the errors a user can fix (bad input, missing or damaged files, missing packages, the Hub);
+    None for anything else (a bug: its traceback is kept)."""
+    import json
+
+    safetensors = sys.modules.get("safetensors")
+    if isinstance(error, ModuleNotFoundError) and error.name:
+        root = error.name.split(".")[0]
+        message = f"missing optional package {root!r}: pip install {PIP_NAMES.get(root, root)}"
+    elif isinstance(error, ImportError):
+        message = f"{error} (a package is missing or too old{': ' + error.name if error.name else ''})"
+    elif isinstance(error, json.JSONDecodeError):
+        message = f"a JSON file is damaged ({error}); save or download it again"
+    elif safetensors is not None and isinstance(error, getattr(safetensors, "SafetensorError", ())):
+        message = f"a safetensors file is damaged ({error}); save or download it again"
+    elif isinstance(error, (ValueError, OSError)):
+        message = str(error) or type(error).__name__
+    else:
+        return None
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`crema [COMMAND] ...`; returns the exit status (0, or 2 after a one-line error on stderr). Without a
+    command it prints the usage and the list of commands and returns 0."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = _command_in(argv)
+    try:
+        parser = build_parser(load_options=[command] if command in HEAVY_OPTIONS else [])
+    except ImportError as error:  # the command's own module needs a package that is not installed
+        print(f"crema {command}: error: {error_message(error)}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        with quiet_transformers():
+            return args.run(args)
+    except KeyboardInterrupt:
+        print(f"crema {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        message = error_message(error)
+        if message is None:
+            raise
+        print(f"crema {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 
