@@ -9,12 +9,13 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-import av
 import numpy as np
 from transformers import BatchFeature
 from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
 from transformers.feature_extraction_sequence_utils import SequenceFeatureExtractor
 from transformers.utils import TensorType, logging
+
+from .optional_dependencies import require_av
 
 
 logger = logging.get_logger(__name__)
@@ -27,6 +28,7 @@ SEGMENT_STRATEGIES = ("consecutive", "uniform")
 
 def has_audio_stream(path: str | os.PathLike) -> bool:
     """Whether a media file has at least one audio stream."""
+    av = require_av("Reading audio tracks")
     try:
         with av.open(str(path)) as container:
             return bool(container.streams.audio)
@@ -45,6 +47,7 @@ def load_audio(path: str | os.PathLike, sampling_rate: int = 16000) -> np.ndarra
     path = str(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"Audio file not found: '{path}'.")
+    av = require_av("Reading audio files")
     try:
         container = av.open(path)
     except av.error.FFmpegError as error:
@@ -96,6 +99,7 @@ def resample_waveform(waveform: np.ndarray, orig_sampling_rate: int, sampling_ra
     mono = to_mono(waveform)
     if int(orig_sampling_rate) == int(sampling_rate) or mono.size == 0:
         return mono
+    av = require_av(f"Resampling audio from {int(orig_sampling_rate)} Hz to {int(sampling_rate)} Hz")
     frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(mono[None, :]), format="fltp", layout="mono")
     frame.sample_rate = int(orig_sampling_rate)
     resampler = av.AudioResampler(format="fltp", layout="mono", rate=int(sampling_rate))

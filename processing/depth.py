@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image
 from transformers.utils import logging
+
+from .optional_dependencies import require_cv2
 
 
 logger = logging.get_logger(__name__)
@@ -83,13 +84,14 @@ def normalize_depth(depth: np.ndarray) -> np.ndarray:
     return ((depth - low) / (high - low)).astype(np.float32)
 
 
+# colour map name -> OpenCV colour map constant (grey needs no OpenCV)
 DEPTH_COLORMAPS = {
     "gray": None,
-    "inferno": cv2.COLORMAP_INFERNO,
-    "magma": cv2.COLORMAP_MAGMA,
-    "viridis": cv2.COLORMAP_VIRIDIS,
-    "turbo": cv2.COLORMAP_TURBO,
-    "jet": cv2.COLORMAP_JET,
+    "inferno": "COLORMAP_INFERNO",
+    "magma": "COLORMAP_MAGMA",
+    "viridis": "COLORMAP_VIRIDIS",
+    "turbo": "COLORMAP_TURBO",
+    "jet": "COLORMAP_JET",
 }
 
 
@@ -98,7 +100,8 @@ def render_depth(depth: np.ndarray, colormap: str = "gray") -> np.ndarray:
     if colormap not in DEPTH_COLORMAPS:
         raise ValueError(f"Unknown depth colormap {colormap!r}; choose one of {sorted(DEPTH_COLORMAPS)}.")
     grey = np.round(normalize_depth(depth) * 255.0).astype(np.uint8)
-    code = DEPTH_COLORMAPS[colormap]
-    if code is None:
+    if DEPTH_COLORMAPS[colormap] is None:
         return np.repeat(grey[:, :, None], 3, axis=2)
+    cv2 = require_cv2(f"The '{colormap}' depth colour map")
+    code = getattr(cv2, DEPTH_COLORMAPS[colormap])
     return cv2.cvtColor(cv2.applyColorMap(grey, code), cv2.COLOR_BGR2RGB)

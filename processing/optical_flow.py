@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import cv2
 import numpy as np
 
+from .optional_dependencies import require_cv2
 from .video_decoding import shrink_frame
 
 
@@ -32,6 +32,7 @@ def farneback_flow(frame_a: np.ndarray, frame_b: np.ndarray, **params: Any) -> n
     if frame_a.shape != frame_b.shape:
         raise ValueError(f"Flow needs two frames of the same size, got {frame_a.shape} and {frame_b.shape}.")
     options = {**DEFAULT_FARNEBACK_PARAMS, **params}
+    cv2 = require_cv2("Farneback optical flow (OpenCV)")
     gray_a = cv2.cvtColor(frame_a, cv2.COLOR_RGB2GRAY)
     gray_b = cv2.cvtColor(frame_b, cv2.COLOR_RGB2GRAY)
     flow = cv2.calcOpticalFlowFarneback(gray_a, gray_b, None, **options)
@@ -65,6 +66,7 @@ def flow_to_color(flow: np.ndarray, max_magnitude: float | None = None) -> np.nd
         raise ValueError(f"Expected flow of shape (H, W, 2), got {flow.shape}.")
     if not np.isfinite(flow).all():
         raise ValueError("Optical flow contains NaN or infinite values.")
+    cv2 = require_cv2("Colour-coding optical flow (OpenCV)")
     magnitude, angle = cv2.cartToPolar(flow[..., 0].astype(np.float32), flow[..., 1].astype(np.float32))
     scale = float(max_magnitude) if max_magnitude else float(magnitude.max())
     hsv = np.zeros(flow.shape[:2] + (3,), dtype=np.uint8)

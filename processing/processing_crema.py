@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -10,9 +11,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoProcessor, AutoTokenizer, BatchFeature
+from transformers import AutoProcessor, AutoTokenizer, BatchFeature, PreTrainedConfig
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.processing_utils import ProcessorMixin
-from transformers.utils import TensorType, logging
+from transformers.utils import CONFIG_NAME, TensorType, cached_file, logging
 
 from .audio import CremaAudioFeatureExtractor, extract_audio_features, load_audio, resample_waveform
 from .point_cloud import CremaPointCloudFeatureExtractor, _is_single_scene
@@ -92,15 +94,39 @@ class CremaProcessor(ProcessorMixin):
         )
 
     @classmethod
-    def from_model_config(cls, config: Any, tokenizer: Any, **kwargs: Any) -> "CremaProcessor":
+    def from_model_config(
+        cls,
+        config: Any,
+        tokenizer: Any,
+        depth_model_name_or_path: str | os.PathLike | None = None,
+        audio_feature_extractor: Any = None,
+        **kwargs: Any,
+    ) -> "CremaProcessor":
         """A processor whose shapes match a `CremaConfig`: `num_frames` frames at `vision_config.image_size`,
-        `num_audio_segments` audio segments (an `ASTFeatureExtractor` sized like `audio_config` when the model has
-        an AST audio encoder, else the BEATs fbank), `max_points` points. `kwargs` go to `CremaProcessor`."""
+        `num_audio_segments` audio segments, `max_points` points.
+
+        Args:
+            config: the model's `CremaConfig`.
+            tokenizer: the tokenizer of the model's language model.
+            depth_model_name_or_path (`str`, *optional*): a `transformers` depth-estimation model (Hub id or local
+                folder) for the depth and normal modalities. Loaded on first use, saved with the processor.
+            audio_feature_extractor (*optional*): the audio feature extractor, e.g.
+                `AutoFeatureExtractor.from_pretrained(audio_encoder_path)` (any `transformers` audio feature
+                extractor, applied per segment). By default an `ASTFeatureExtractor` sized like `audio_config` when
+                the model has an AST audio encoder, else the BEATs fbank (`CremaAudioFeatureExtractor`).
+            kwargs: passed to `CremaProcessor` (e.g. `modality_key_map`, `prompt_modality_word`).
+        """
         size = config.vision_config.image_size
-        video_processor = CremaVideoProcessor(num_frames=config.num_frames, size={"height": size, "width": size})
+        video_processor = CremaVideoProcessor(
+            num_frames=config.num_frames,
+            size={"height": size, "width": size},
+            depth_model_name_or_path=depth_model_name_or_path,
+        )
         audio_config = getattr(config, "audio_config", None)
         segments = getattr(config, "num_audio_segments", 2)
-        if audio_config is not None and getattr(audio_config, "model_type", None) == "audio-spectrogram-transformer":
+        if audio_feature_extractor is not None:
+            audio = audio_feature_extractor
+        elif audio_config is not None and getattr(audio_config, "model_type", None) == "audio-spectrogram-transformer":
             from transformers import ASTFeatureExtractor
 
             audio = ASTFeatureExtractor(num_mel_bins=audio_config.num_mel_bins, max_length=audio_config.max_length)
@@ -123,11 +149,10 @@ class CremaProcessor(ProcessorMixin):
         own classes (or a `transformers` audio feature extractor class, for pass-through audio)."""
         processor_dict = processor_dict or {}
         subfolder = kwargs.pop("subfolder", "")
-        kwargs.pop("trust_remote_code", None)
         args = []
         for attribute in cls.get_attributes():
             if attribute == "tokenizer":
-                args.append(AutoTokenizer.from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **kwargs))
+                args.append(_load_tokenizer(pretrained_model_name_or_path, subfolder, **kwargs))
                 continue
             config = dict(processor_dict.get(attribute) or {})
             class_name = None
@@ -218,7 +243,8 @@ class CremaProcessor(ProcessorMixin):
                 `answer` may then be the option index, its letter, or its text. Without options: open-ended.
             text: ready-made prompt(s), used verbatim instead of `question`/`options`.
             flow / depth / normal: derive these visual modalities from `videos` (depth and normals need the
-                video processor's `depth_model_name_or_path` or `depth_estimator=`).
+                video processor's `depth_model_name_or_path`, or `depth_estimator=`: a model id or path, a
+                `DepthEstimator`, or a callable frames -> depth maps).
             thermal / touch: companion clips (same forms as `videos`), read at the RGB frames' time positions.
             visual: more companion visual modalities by name, e.g. `{"ir": path}` or a precomputed `{"depth": path}`.
             audio: `True` (each video's own audio track), an audio/video file path, a waveform array (with
@@ -438,6 +464,49 @@ def _check_batch(data: dict[str, Any], batch_size: int) -> None:
     for key, value in data.items():
         if len(value) != batch_size:
             raise ValueError(f"`{key}` has {len(value)} rows for a batch of {batch_size}.")
+
+
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "proxies")
+
+
+def _load_tokenizer(pretrained_model_name_or_path: Any, subfolder: str = "", **kwargs: Any) -> Any:
+    """`AutoTokenizer.from_pretrained`, without building the folder's model config when its model type is custom.
+
+    AutoTokenizer first loads the model config of the folder. A CREMA model folder's `config.json` has
+    `model_type: crema`, which only its own (remote) code can build: without `trust_remote_code` AutoTokenizer would
+    ask whether to run that code (waiting 15 s for an answer), then fall back to a blank config with a warning
+    about "a model of type ``". The tokenizer class comes from `tokenizer_config.json` anyway, and the model-type
+    specific tokenizer fixes of AutoTokenizer only concern built-in model types, so for a model type transformers
+    does not know, a blank config (carrying the config's `tokenizer_class`, if any) is passed instead.
+    `trust_remote_code` is forwarded, for tokenizers that are custom code themselves."""
+    if kwargs.get("config") is None:
+        config_dict = _model_config_dict(pretrained_model_name_or_path, subfolder, kwargs)
+        model_type = (config_dict or {}).get("model_type")
+        if model_type and model_type not in CONFIG_MAPPING:
+            blank = {"tokenizer_class": config_dict["tokenizer_class"]} if config_dict.get("tokenizer_class") else {}
+            kwargs["config"] = PreTrainedConfig(**blank)
+    return AutoTokenizer.from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)
+
+
+def _model_config_dict(pretrained_model_name_or_path: Any, subfolder: str, kwargs: dict[str, Any]) -> dict | None:
+    """The folder's `config.json` as a dict, or None when there is none (a processor-only folder)."""
+    hub_kwargs = {key: kwargs[key] for key in _HUB_KWARGS if kwargs.get(key) is not None}
+    path = cached_file(
+        pretrained_model_name_or_path,
+        CONFIG_NAME,
+        subfolder=subfolder,
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+        **hub_kwargs,
+    )
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as handle:
+        try:
+            config = json.load(handle)
+        except json.JSONDecodeError:
+            return None
+    return config if isinstance(config, dict) else None
 
 
 def register_crema_processor(config_class: Any = None) -> None:

@@ -1,22 +1,27 @@
-"""Frame decoding with bounded memory: video files (PyAV; torchcodec when asked for and installed), image folders
-and in-memory arrays behind one small interface, so every visual modality is read the same way."""
+"""Frame decoding with bounded memory: video files (PyAV, seeking to each sampled frame; torchcodec when asked for
+and installed), image folders and in-memory arrays behind one small interface, so every visual modality is read the
+same way. PyAV is imported only when a file is read."""
 
 from __future__ import annotations
 
+import bisect
 import importlib.util
 import os
 import re
-from collections.abc import Iterable, Sequence
+import threading
+from array import array
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 from PIL import Image
 from transformers.utils import logging
 
 from .frame_sampling import flow_partner_index, sample_frame_indices
+from .optional_dependencies import require_av, require_module
 
 
 logger = logging.get_logger(__name__)
@@ -91,17 +96,84 @@ class FrameSource:
         raise NotImplementedError
 
 
-class VideoFileSource(FrameSource):
-    """A video file, decoded sequentially one frame at a time: only the requested frames are converted to RGB
-    (already shrunk to `max_side` by the scaler), so memory stays bounded at any resolution or length."""
+class _SeekFailed(Exception):
+    """Seeking cannot give the exact frames of this file: read it sequentially instead."""
 
-    def __init__(self, path: str | os.PathLike, backend: str = "pyav"):
+
+@dataclass
+class FrameTable:
+    """Where each frame of a video stream is: `timestamps[i]` is the presentation timestamp (stream time_base) of
+    frame i in presentation order, `keyframes` the (sorted) indices of the frames a decoder can start from.
+    `from_index` says whether it came from the container's index (no I/O, checked while decoding) or from
+    demuxing every packet."""
+
+    timestamps: Sequence[int]
+    keyframes: Sequence[int]
+    from_index: bool
+
+    def __post_init__(self):
+        self.timestamps = array("q", self.timestamps)  # 8 bytes per frame
+        self.keyframes = array("q", self.keyframes)
+
+    def keyframe_before(self, index: int) -> int:
+        """The last keyframe at or before frame `index` (0 when none is marked)."""
+        position = bisect.bisect_right(self.keyframes, index) - 1
+        return self.keyframes[position] if position >= 0 else 0
+
+    def index_of(self, timestamp: int | None) -> int | None:
+        """The frame with this presentation timestamp, or None."""
+        if timestamp is None:
+            return None
+        position = bisect.bisect_left(self.timestamps, timestamp)
+        return position if position < len(self.timestamps) and self.timestamps[position] == timestamp else None
+
+
+# Frame tables of recently read files, keyed by (path, size, modification time), so that a table built by demuxing
+# is built once per file, not once per read (training reads the same clips every epoch). False: the file cannot be
+# read by seeking.
+_FRAME_TABLES: OrderedDict[tuple[str, int, int], FrameTable | bool] = OrderedDict()
+_FRAME_TABLE_CACHE_SIZE = 64
+_FRAME_TABLES_LOCK = threading.Lock()
+
+
+def _cached_table(key: tuple[str, int, int]) -> FrameTable | bool | None:
+    with _FRAME_TABLES_LOCK:
+        table = _FRAME_TABLES.get(key)
+        if table is not None:
+            _FRAME_TABLES.move_to_end(key)
+        return table
+
+
+def _cache_table(key: tuple[str, int, int], table: FrameTable | bool) -> None:
+    with _FRAME_TABLES_LOCK:
+        _FRAME_TABLES[key] = table
+        _FRAME_TABLES.move_to_end(key)
+        while len(_FRAME_TABLES) > _FRAME_TABLE_CACHE_SIZE:
+            _FRAME_TABLES.popitem(last=False)
+
+
+class VideoFileSource(FrameSource):
+    """A video file decoded with PyAV one frame at a time: only the requested frames are converted to RGB (already
+    shrunk to `max_side` by the scaler), so memory stays bounded at any resolution or length.
+
+    With `seek=True` (default) each requested frame is reached by seeking to the keyframe before it and decoding
+    forward to its exact timestamp, so the cost depends on the number of frames asked for and the keyframe
+    interval, not on the clip's length. Frames are identified by presentation timestamp (from the container's
+    index, or from demuxing the packets, which decodes nothing), so they are exactly the frames a sequential
+    decode numbers the same way. Clips whose requested frames all lie before the second keyframe are decoded from
+    the start (seeking would not save anything), and so are files that cannot be seeked (no timestamps, a stream
+    that refuses to seek, a truncated file, an index that disagrees with the decoded frames)."""
+
+    def __init__(self, path: str | os.PathLike, backend: str = "pyav", seek: bool = True):
         self.path = str(path)
         self.name = self.path
         if backend not in DECODING_BACKENDS:
             raise ValueError(f"Unknown video decoding backend {backend!r}; choose one of {DECODING_BACKENDS}.")
         if backend == "torchcodec" and importlib.util.find_spec("torchcodec") is None:
-            raise ImportError("The 'torchcodec' decoding backend was requested but torchcodec is not installed.")
+            raise ImportError(
+                "The 'torchcodec' decoding backend was requested but torchcodec is not installed: "
+                "`pip install torchcodec`, or use the default 'pyav' backend."
+            )
         self.backend = backend
         if not os.path.exists(self.path):
             raise FileNotFoundError(f"Video file not found: '{self.path}'.")
@@ -119,12 +191,15 @@ class VideoFileSource(FrameSource):
             self.fps = float(rate) if rate else None
             self._metadata_frames = int(stream.frames or 0)
             self.has_audio = bool(container.streams.audio)
+            self._first_gop_length = _first_gop_length(stream, self._metadata_frames)
         finally:
             container.close()
         self._count: int | None = None
+        self._seek_disabled = not seek
         self.decoded_frames: int | None = None  # set when decoding ended before the reported frame count
 
     def _open(self) -> "av.container.InputContainer":
+        av = require_av("Decoding video files")
         try:
             return av.open(self.path)
         except av.error.FFmpegError as error:
@@ -140,6 +215,7 @@ class VideoFileSource(FrameSource):
             if self._metadata_frames > 0:
                 self._count = self._metadata_frames
             else:
+                av = require_av("Decoding video files")
                 container = self._open()
                 try:
                     stream = container.streams.video[0]
@@ -156,7 +232,18 @@ class VideoFileSource(FrameSource):
             return {}
         if self.backend == "torchcodec":
             return self._read_torchcodec(wanted, max_side)
-        width, height = scaled_size(self.width, self.height, max_side)
+        size = scaled_size(self.width, self.height, max_side)
+        in_first_gop = self._first_gop_length is not None and wanted[-1] < self._first_gop_length
+        if not self._seek_disabled and not in_first_gop:
+            frames = self._read_seeking(wanted, size)
+            if frames is not None:
+                return frames
+        return self._read_sequential(wanted, size)
+
+    # ------------------------------------------------------------------------------------ sequential decoding
+    def _read_sequential(self, wanted: list[int], size: tuple[int, int]) -> dict[int, np.ndarray]:
+        """Decode from the first frame up to the last wanted one, numbering frames as they come out."""
+        av = require_av("Decoding video files")
         wanted_set = set(wanted)
         frames: dict[int, np.ndarray] = {}
         position = -1
@@ -167,9 +254,7 @@ class VideoFileSource(FrameSource):
             for frame in container.decode(stream):
                 position += 1
                 if position in wanted_set:
-                    frames[position] = frame.to_ndarray(
-                        format="rgb24", width=width, height=height, interpolation="AREA"
-                    )
+                    frames[position] = _to_rgb(frame, size)
                 if position >= wanted[-1]:
                     break
             else:
@@ -189,10 +274,87 @@ class VideoFileSource(FrameSource):
         if decoded < reported or reported == 0:
             self.decoded_frames = decoded
 
-    def _read_torchcodec(self, wanted: list[int], max_side: int | None) -> dict[int, np.ndarray]:
-        from torchcodec.decoders import VideoDecoder  # optional backend
+    # --------------------------------------------------------------------------------------------- seeking
+    def _read_seeking(self, wanted: list[int], size: tuple[int, int]) -> dict[int, np.ndarray] | None:
+        """The wanted frames by seeking to the keyframe before each one, or None when that is not possible (the
+        caller then decodes sequentially)."""
+        av = require_av("Decoding video files")
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return None
+        key = (os.path.realpath(self.path), stat.st_size, stat.st_mtime_ns)
+        table = _cached_table(key)
+        use_index = True
+        while table is not False:
+            container = self._open()
+            try:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                if table is None:
+                    table = (_table_from_index(stream, self._metadata_frames) if use_index else None) or (
+                        _table_from_packets(container, stream)
+                    )
+                    if table is None:
+                        logger.debug(f"'{self.path}': no timestamps to locate frames by; decoding sequentially.")
+                        break
+                    _cache_table(key, table)
+                if wanted[-1] >= len(table.timestamps):
+                    return None  # past the frames the file holds: the sequential path finds its real length
+                return self._decode_at(container, stream, table, wanted, size)
+            except _SeekFailed as reason:
+                if table.from_index:
+                    logger.debug(f"'{self.path}': {reason}; building the frame table from the packets instead.")
+                    table, use_index = None, False
+                    continue
+                logger.debug(f"'{self.path}': {reason}; decoding sequentially.")
+                break
+            except av.error.FFmpegError as error:  # the file refuses to seek, or a corrupt region
+                logger.debug(f"'{self.path}': seeking failed ({error}); decoding sequentially.")
+                break
+            finally:
+                container.close()
+        _cache_table(key, False)  # remembered, so later reads of this file go straight to sequential decoding
+        self._seek_disabled = True
+        return None
 
-        decoder = VideoDecoder(self.path, dimension_order="NHWC")
+    def _decode_at(
+        self, container: Any, stream: Any, table: FrameTable, wanted: list[int], size: tuple[int, int]
+    ) -> dict[int, np.ndarray]:
+        """Seek to the keyframe before each wanted frame (or decode on, when that is no more work) and keep the
+        frames whose timestamps are the wanted ones."""
+        wanted_set = set(wanted)
+        frames: dict[int, np.ndarray] = {}
+        next_index = -1  # the frame that decoding on (without seeking) would give next; -1: unknown, seek
+        decoder = None
+        try:
+            for target in wanted:
+                if target in frames:
+                    continue
+                keyframe = table.keyframe_before(target)
+                if not keyframe <= next_index <= target:
+                    if decoder is not None:
+                        decoder.close()
+                    decoder = _seek_to(container, stream, table, keyframe, target)
+                for frame in decoder:
+                    index = table.index_of(frame.pts)
+                    if index is None:
+                        raise _SeekFailed(f"a decoded frame has timestamp {frame.pts}, which the frame table lacks")
+                    next_index = index + 1
+                    if index in wanted_set and index not in frames:
+                        frames[index] = _to_rgb(frame, size)
+                    if index >= target:
+                        break
+                if target not in frames:
+                    raise _SeekFailed(f"frame {target} was not found after seeking")
+        finally:
+            if decoder is not None:
+                decoder.close()
+        return frames
+
+    def _read_torchcodec(self, wanted: list[int], max_side: int | None) -> dict[int, np.ndarray]:
+        decoders = require_module("torchcodec.decoders", "torchcodec", "The 'torchcodec' decoding backend")
+        decoder = decoders.VideoDecoder(self.path, dimension_order="NHWC")
         total = len(decoder)
         frames = {}
         for index in wanted:
@@ -201,6 +363,101 @@ class VideoFileSource(FrameSource):
         if wanted[-1] >= total:
             self.decoded_frames = total
         return frames
+
+
+def _seek_to(container: Any, stream: Any, table: FrameTable, keyframe: int, target: int, tries: int = 4) -> Any:
+    """Seek to `keyframe` and return a decoding iterator whose first frame is at or before `target`. Some
+    containers seek by decoding timestamp (AVI with B-frames) or approximately (MPEG-TS), which can land on a later
+    keyframe than asked for, or at the end: then the keyframe before is tried, and last the start of the file."""
+    for attempt in range(tries + 1):
+        if keyframe is None or attempt == tries:
+            container.seek(0, backward=True, any_frame=False)  # the start of the file
+        else:
+            container.seek(int(table.timestamps[keyframe]), stream=stream, backward=True, any_frame=False)
+        decoder = container.decode(stream)
+        first = next(decoder, None)
+        index = table.index_of(first.pts) if first is not None else None
+        if index is not None and index <= target:
+            return _starting_with(first, decoder)
+        decoder.close()
+        if (first is not None and index is None) or keyframe is None:
+            break  # a frame the table does not know (checked by the caller's fallback), or nothing earlier to try
+        keyframe = table.keyframe_before(keyframe - 1) if keyframe > 0 else None
+    raise _SeekFailed(f"seeking does not land at or before frame {target}")
+
+
+def _starting_with(first: Any, decoder: Any) -> Iterator[Any]:
+    """`first`, then the rest of `decoder` (closed with this generator)."""
+    try:
+        yield first
+        yield from decoder
+    finally:
+        decoder.close()
+
+
+def _to_rgb(frame: Any, size: tuple[int, int]) -> np.ndarray:
+    """A decoded PyAV frame -> HxWx3 uint8 RGB at `size` (width, height), scaled while converting."""
+    width, height = size
+    return frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
+
+
+def _index_entries(stream: Any, metadata_frames: int) -> Any:
+    """The container's index of the stream when it has one entry per frame (e.g. an mp4 sample table), else None."""
+    try:
+        entries = stream.index_entries
+        return entries if metadata_frames > 0 and len(entries) == metadata_frames else None
+    except AttributeError:  # an older PyAV without `Stream.index_entries`
+        return None
+
+
+def _first_gop_length(stream: Any, metadata_frames: int) -> int | None:
+    """Frames before the second keyframe according to the container's index (None when the index does not list
+    every frame). The index is in decoding order, and frames decoded before a keyframe are shown before it, so
+    seeking cannot skip any frame below this count."""
+    entries = _index_entries(stream, metadata_frames)
+    if entries is None:
+        return None
+    for position, entry in enumerate(entries):
+        if position > 0 and entry.is_keyframe:
+            return position
+    return metadata_frames
+
+
+def _table_from_packets(container: Any, stream: Any) -> FrameTable | None:
+    """The frame table by demuxing every packet of the stream (no decoding): frame i is the packet with the i-th
+    smallest presentation timestamp. None when packets have no timestamps or share one."""
+    timestamps, keyframes = [], []
+    for packet in container.demux(stream):
+        if not packet.size or packet.is_discard:  # flush packets; packets an edit list drops
+            continue
+        if packet.pts is None:
+            return None  # e.g. a raw elementary stream: frames cannot be located by timestamp
+        timestamps.append(int(packet.pts))
+        keyframes.append(bool(packet.is_keyframe))
+    order = sorted(range(len(timestamps)), key=timestamps.__getitem__)
+    ordered = [timestamps[i] for i in order]
+    if not ordered or len(set(ordered)) != len(ordered):
+        return None
+    return FrameTable(ordered, [rank for rank, i in enumerate(order) if keyframes[i]], from_index=False)
+
+
+def _table_from_index(stream: Any, metadata_frames: int) -> FrameTable | None:
+    """The frame table from the container's index, when it has one entry per frame and the stream has no frame
+    reordering (so decoding order = presentation order and the index timestamps are the frames' timestamps).
+    Checked against the decoded frames' timestamps while reading."""
+    if stream.codec_context.has_b_frames:
+        return None
+    entries = _index_entries(stream, metadata_frames)
+    if entries is None:
+        return None
+    entries = list(entries)
+    if any(entry.is_discard for entry in entries):
+        return None
+    timestamps = [int(entry.timestamp) for entry in entries]
+    if any(b <= a for a, b in zip(timestamps, timestamps[1:])):
+        return None
+    keyframes = [i for i, entry in enumerate(entries) if entry.is_keyframe]
+    return FrameTable(timestamps, keyframes, from_index=True)
 
 
 def _natural_key(path: Path) -> list[Any]:

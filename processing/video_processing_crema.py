@@ -4,7 +4,8 @@ surface normals, and companion clips such as thermal or touch), all rendered to 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +50,9 @@ class CremaVideoProcessor(VideoProcessorMixin, PilBackend):
 
     Optical flow: Farneback (OpenCV) between each sampled frame and its next decoded frame, colour-coded; other
     estimators plug in via `register_flow_estimator` + `flow_method`. Depth: any `transformers` depth-estimation
-    model (`depth_model_name_or_path`, loaded on first use). Normals: finite differences of that depth.
+    model (`depth_model_name_or_path`: a Hub id or local folder, saved with the processor and loaded on first use;
+    `depth_estimator=` also takes a model id/path, a `DepthEstimator` or any callable frames -> depth maps, here or
+    per call). Normals: finite differences of that depth.
 
     Output of `__call__`: `{m}_pixel_values` float32 (B, T, 3, H, W) and `{m}_frame_indices` long (B, T) per
     modality m."""
@@ -78,9 +81,10 @@ class CremaVideoProcessor(VideoProcessorMixin, PilBackend):
         flow_max_side: int | None = 320,
         flow_max_magnitude: float | None = None,
         farneback_params: dict[str, Any] | None = None,
-        depth_model_name_or_path: str | None = None,
+        depth_model_name_or_path: str | os.PathLike | None = None,
         depth_colormap: str = "gray",
         normal_strength: float = 1.0,
+        depth_estimator: DepthEstimator | str | os.PathLike | Callable | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -93,10 +97,27 @@ class CremaVideoProcessor(VideoProcessorMixin, PilBackend):
         self.flow_max_side = flow_max_side
         self.flow_max_magnitude = flow_max_magnitude
         self.farneback_params = dict(farneback_params or {})
-        self.depth_model_name_or_path = depth_model_name_or_path
+        if depth_model_name_or_path is not None and not isinstance(depth_model_name_or_path, (str, os.PathLike)):
+            raise ValueError(
+                "`depth_model_name_or_path` is a depth-estimation model id or local folder (a string); pass a loaded "
+                f"estimator ({type(depth_model_name_or_path).__name__}) as `depth_estimator=` instead."
+            )
         self.depth_colormap = depth_colormap
         self.normal_strength = normal_strength
-        self._depth_estimator: DepthEstimator | None = None
+        # loaded depth models by name (loaded on first use) and an estimator object given at construction
+        self._loaded_depth_models: dict[str, DepthEstimator] = {}
+        self._depth_estimator: Any = None
+        if depth_estimator is not None and not isinstance(depth_estimator, (str, os.PathLike)):
+            self._depth_estimator = _check_depth_estimator(depth_estimator)
+            depth_estimator = getattr(depth_estimator, "model_name_or_path", None)  # a DepthEstimator's model
+        if depth_estimator is not None:
+            if depth_model_name_or_path is not None and str(depth_model_name_or_path) != str(depth_estimator):
+                raise ValueError(
+                    f"Two depth models were given: depth_model_name_or_path={str(depth_model_name_or_path)!r} and "
+                    f"depth_estimator={str(depth_estimator)!r}; pass one."
+                )
+            depth_model_name_or_path = depth_estimator
+        self.depth_model_name_or_path = str(depth_model_name_or_path) if depth_model_name_or_path else None
 
     def to_dict(self) -> dict[str, Any]:
         # Loaded models (the depth estimator) are runtime state, not configuration.
@@ -104,16 +125,32 @@ class CremaVideoProcessor(VideoProcessorMixin, PilBackend):
         return {k: v for k, v in output.items() if not k.startswith("_")}
 
     # ----------------------------------------------------------------------------------------- models
-    def get_depth_estimator(self) -> DepthEstimator:
-        """The depth model named by `depth_model_name_or_path`, loaded once."""
-        if self._depth_estimator is None:
-            if not self.depth_model_name_or_path:
+    def get_depth_estimator(self, depth_estimator: Any = None) -> Any:
+        """The depth estimator to use: `depth_estimator` when given (a model id or path is loaded once and kept),
+        else the one given at construction, else the model named by `depth_model_name_or_path`, loaded on first
+        use. Raises a ValueError naming `depth_model_name_or_path` when there is none."""
+        if depth_estimator is None:
+            if self._depth_estimator is not None:
+                return self._depth_estimator
+            depth_estimator = self.depth_model_name_or_path
+            if not depth_estimator:
                 raise ValueError(
-                    "The 'depth' and 'normal' modalities need a depth-estimation model: set "
-                    f"`depth_model_name_or_path` on the video processor or pass `depth_estimator=` ({DEPTH_MODEL_HINT})."
+                    "The 'depth' and 'normal' modalities need a depth-estimation model, and none is configured: pass "
+                    "`depth_model_name_or_path=` (e.g. `CremaProcessor.from_model_config(config, tokenizer, "
+                    "depth_model_name_or_path=...)` or `CremaVideoProcessor(depth_model_name_or_path=...)`; it is "
+                    f"saved with the processor), or `depth_estimator=` in the call ({DEPTH_MODEL_HINT})."
                 )
-            self._depth_estimator = DepthEstimator(self.depth_model_name_or_path)
-        return self._depth_estimator
+        if isinstance(depth_estimator, (str, os.PathLike)):
+            name = str(depth_estimator)
+            if name not in self._loaded_depth_models:
+                self._loaded_depth_models[name] = DepthEstimator(name)
+            return self._loaded_depth_models[name]
+        return _check_depth_estimator(depth_estimator)
+
+    @property
+    def has_depth_estimator(self) -> bool:
+        """Whether depth and normals can be computed without passing `depth_estimator=` to the call."""
+        return bool(self.depth_model_name_or_path) or self._depth_estimator is not None
 
     # ------------------------------------------------------------------------------------- rendering
     def render_clip(
@@ -126,7 +163,7 @@ class CremaVideoProcessor(VideoProcessorMixin, PilBackend):
         generator: np.random.Generator | int | None = None,
         num_frames: int | None = None,
         frame_indices: Sequence[int] | None = None,
-        depth_estimator: DepthEstimator | Any | None = None,
+        depth_estimator: DepthEstimator | str | os.PathLike | Any | None = None,
         flow_estimator: FlowEstimator | None = None,
     ) -> RenderedClip:
         """Decode and render one clip's visual modalities as RGB uint8 images.
@@ -183,8 +220,7 @@ class CremaVideoProcessor(VideoProcessorMixin, PilBackend):
                 for a, b in sampled.flow_pairs
             ]
         if "depth" in derived or "normal" in derived:
-            estimator = depth_estimator or self.get_depth_estimator()
-            depths = estimator(sampled.frames)
+            depths = self.get_depth_estimator(depth_estimator)(sampled.frames)
             if "depth" in derived:
                 rendered.images["depth"] = [render_depth(d, self.depth_colormap) for d in depths]
             if "normal" in derived:
@@ -251,7 +287,7 @@ class CremaVideoProcessor(VideoProcessorMixin, PilBackend):
         training: bool = False,
         generator: np.random.Generator | int | None = None,
         num_frames: int | None = None,
-        depth_estimator: DepthEstimator | Any | None = None,
+        depth_estimator: DepthEstimator | str | os.PathLike | Any | None = None,
         flow_estimator: FlowEstimator | None = None,
         return_tensors: str | TensorType | None = None,
         **kwargs: Any,
@@ -284,6 +320,15 @@ class CremaVideoProcessor(VideoProcessorMixin, PilBackend):
             data[f"{name}_pixel_values"] = np.stack(pixel_values[name])
             data[f"{name}_frame_indices"] = np.asarray(indices[name], dtype=np.int64)
         return BatchFeature(data, tensor_type=return_tensors)
+
+
+def _check_depth_estimator(estimator: Any) -> Any:
+    if not callable(estimator):
+        raise ValueError(
+            "`depth_estimator` must be a depth-estimation model id or path, a `DepthEstimator`, or a callable mapping "
+            f"RGB frames to depth maps; got {type(estimator).__name__}."
+        )
+    return estimator
 
 
 def _is_single_clip(video: Any) -> bool:

@@ -128,6 +128,40 @@ def level_to_index(level: float) -> int:
     return int(round((level - 20) / 10))
 
 
+def noise_frame(index: int, width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
+    """A random RGB frame, different for every index (so frames from the wrong position never match)."""
+    return np.random.default_rng(index).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def write_gop_video(
+    path: str | Path,
+    num_frames: int,
+    keyframe_interval: int,
+    b_frames: int = 0,
+    fps: int = 25,
+    codec: str = "libx264",
+    width: int = WIDTH,
+    height: int = HEIGHT,
+) -> Path:
+    """A clip of `noise_frame(k)` frames with a keyframe every `keyframe_interval` frames (x264: exactly, no scene-cut
+    keyframes; other encoders may add keyframes at the noise's "scene cuts") and up to `b_frames` consecutive
+    B-frames (frame reordering). The container follows the suffix."""
+    path = Path(path)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.gop_size, stream.codec_context.max_b_frames = keyframe_interval, b_frames
+        if codec == "libx264":
+            stream.options = {"preset": "ultrafast", "g": str(keyframe_interval), "keyint_min": str(keyframe_interval),
+                              "sc_threshold": "0", "bf": str(b_frames), "crf": "30"}
+        for k in range(num_frames):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(noise_frame(k, width, height), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
 # ----------------------------------------------------------------------------------------- pytest fixtures
 @pytest.fixture(scope="session")
 def media_dir(tmp_path_factory) -> Path:

@@ -239,9 +239,7 @@ def check_answer_inputs(model, processor, video: Any, companions: dict[str, Any]
         if name == "video" or name == "flow":
             continue
         if name in ("depth", "normal"):
-            video_processor = processor.video_processor
-            loaded = getattr(video_processor, "_depth_estimator", None)
-            if not video_processor.depth_model_name_or_path and loaded is None:
+            if not processor.video_processor.has_depth_estimator:
                 raise ValueError(
                     f"the model has a {name!r} adapter, which needs a depth-estimation model: pass --depth-model "
                     f"DIR_OR_ID ({DEPTH_EXAMPLE}), or build the model with `crema init --depth-model`"
