@@ -18,10 +18,10 @@ DEFAULT_MODALITY_PREFIXES = {
 #: The well-known modality names, in the paper's order.
 KNOWN_MODALITIES = tuple(DEFAULT_MODALITY_PREFIXES)
 
-#: The paper's one-letter modality names (Tables 1-4).
+#: The paper's one-letter modality names (Tables 1-4; Table 4: "T: Touch map, H: thermal Heatmap").
 PAPER_LETTERS = {
-    "V": "video", "A": "audio", "F": "flow", "D": "depth", "N": "normal", "P": "point_cloud", "T": "thermal",
-    "H": "touch",
+    "V": "video", "A": "audio", "F": "flow", "D": "depth", "N": "normal", "P": "point_cloud", "T": "touch",
+    "H": "thermal",
 }
 
 __all__ = ["DEFAULT_MODALITY_PREFIXES", "KNOWN_MODALITIES", "PAPER_LETTERS"]

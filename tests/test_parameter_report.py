@@ -20,7 +20,7 @@ PAPER_ROWS = {
     "V,A,F,D,N": 37_670_016,
 }
 LETTERS = {"V": "video", "A": "audio", "F": "flow", "D": "depth", "N": "normal", "P": "point_cloud",
-           "T": "thermal", "H": "touch"}
+           "T": "touch", "H": "thermal"}  # Table 4: T touch map, H thermal heatmap
 
 
 @pytest.mark.parametrize("row", sorted(PAPER_ROWS))

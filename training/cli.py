@@ -19,6 +19,7 @@ COMMANDS = (
     ("answer", "answer a question about a clip with a saved CREMA model"),
     ("convert-reference", "convert the authors' LAVIS checkpoint to PEFT adapters"),
     ("extract", "render flow/depth/normal frames and audio features of a video"),
+    ("eval", "accuracy of a saved model on a benchmark, per question type as in the paper's tables (resumable)"),
 )
 #: pip package of the optional modules whose absence is reported by name.
 PIP_NAMES = {"cv2": "opencv-python-headless", "av": "av", "PIL": "pillow", "torchcodec": "torchcodec",
@@ -233,12 +234,26 @@ def run_extract(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------- parser
+# ------------------------------------------------------------------------------------------------------ eval
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    from .evaluate import add_eval_arguments as add_arguments  # standard library only
+
+    add_arguments(parser)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from .evaluate import run_eval as run
+
+    return run(args)
+
+
 SUBCOMMANDS = {
     "params": (add_params_arguments, run_params),
     "init": (add_init_arguments, run_init),
     "answer": (add_answer_arguments, run_answer),
     "convert-reference": (add_convert_arguments, run_convert),
     "extract": (add_extract_arguments, run_extract),
+    "eval": (add_eval_arguments, run_eval),
 }
 #: Sub-commands whose options are defined in modules with heavy imports: read only when that command runs.
 HEAVY_OPTIONS = ("extract",)

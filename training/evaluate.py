@@ -1,0 +1,644 @@
+"""`crema eval MODEL DATASET`: a saved CREMA model on a benchmark, with the accuracy per question type in the layout
+of the paper's tables (the paper's lenient metric and strict exact match, `metrics.py`).
+
+- DATASET is a benchmark name (`nextqa`, `music_avqa`, `sqa3d`, `perception_test`, `vggsound`, `touchqa`,
+  `thermalqa`) with `--annotations FILE` and `--media-root DIR` (per-modality folders with `--root MODALITY=DIR`),
+  or a folder saved with `Dataset.save_to_disk` from `crema_training.benchmark_datasets`.
+- Multiple choice: the option letter with the highest score at the step after "Option" (the reference's
+  prediction, DESIGN §3; `--mc-scoring likelihood` ranks the options by the log-likelihood of their whole target
+  `Option {L}`, as `crema answer` does). Open-ended: beam search (5 beams, length penalty -1, 10 new tokens; 40
+  for SQA3D), empty output -> "unanswerable".
+- Resumable: each batch's predictions are appended to `OUT.predictions.jsonl` as soon as they are made; a rerun
+  with the same model, dataset and settings skips the ids already there (`--overwrite` starts again). Batches are
+  cut at fixed positions of the dataset, so a resumed run batches the remaining rows as an uninterrupted one would.
+  The summary + per-example predictions JSON is written atomically at the end.
+
+Importing this module imports only the standard library: torch, transformers and datasets are imported by
+`run_eval` (so that `crema --help` stays instant).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .benchmark_datasets import BENCHMARKS, benchmark_info, missing_columns
+from .metrics import accuracy_summary, format_table, score
+
+LOG_FORMAT = "crema-eval-predictions"
+LOG_VERSION = 1
+DERIVED = ("flow", "depth", "normal")
+MC_SCORING = ("letter", "likelihood")
+#: `--prompt-preset`: each row's `prompt_preset` (the reference's text for its benchmark), none (the default prompts
+#: of DESIGN §3 / paper Table 11), or whatever preset the saved processor has.
+PROMPT_PRESET_MODES = ("dataset", "none", "processor")
+
+
+# ---------------------------------------------------------------------------------------------- arguments
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def _root(text: str) -> tuple[str, str]:
+    name, sep, folder = text.partition("=")
+    if not sep or not name.strip() or not folder.strip():
+        raise argparse.ArgumentTypeError(f"expected MODALITY=DIR (e.g. point_cloud=/data/scannet), got {text!r}")
+    return name.strip(), folder.strip()
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `crema eval` (no heavy imports)."""
+    parser.add_argument("model", help="a saved CREMA folder (model + processor) or Hub id")
+    parser.add_argument(
+        "dataset",
+        help=f"a benchmark ({', '.join(BENCHMARKS)}) read from --annotations and --media-root, or a folder saved "
+        "with Dataset.save_to_disk from crema_training.benchmark_datasets",
+    )
+    data = parser.add_argument_group("benchmark files (with a benchmark name)")
+    data.add_argument("--annotations", help="the benchmark's official annotation file (csv/json)")
+    data.add_argument("--media-root", help="the folder of the benchmark's media (videos, frames, features)")
+    data.add_argument("--root", action="append", type=_root, default=[], metavar="MODALITY=DIR",
+                      help="a folder for one modality, e.g. point_cloud=DIR, audio=DIR, flow=DIR (repeatable)")
+    data.add_argument("--on-missing", choices=("skip", "error"), default="skip",
+                      help="annotation rows whose media files are missing: skip them (default, reported) or stop")
+    data.add_argument("--question", help="the fixed question of vggsound/touchqa/thermalqa (default: the built-in one)")
+    data.add_argument("--split", help="vggsound: the csv split to keep (e.g. test); a saved DatasetDict: its split")
+    run = parser.add_argument_group("evaluation")
+    run.add_argument("--out", help="results JSON (default: crema-eval-DATASET.json); predictions go to "
+                     "OUT.predictions.jsonl as they are made")
+    run.add_argument("--overwrite", action="store_true", help="start again instead of resuming earlier predictions")
+    run.add_argument("--batch-size", type=_positive_int, default=8, help="questions per model call (default 8)")
+    run.add_argument("--limit", type=_positive_int, default=None, help="evaluate the first N questions only")
+    run.add_argument("--num-beams", type=_positive_int, default=5, help="beams for open-ended answers (default 5)")
+    run.add_argument("--max-new-tokens", type=_positive_int, default=None,
+                     help="longest open-ended answer (default: 40 for sqa3d, else 10)")
+    run.add_argument("--mc-scoring", choices=MC_SCORING, default="letter",
+                     help="multiple choice: the option letter's score after 'Option' (default, the reference's) or "
+                     "the likelihood of the whole target 'Option L'")
+    run.add_argument("--prompt-preset", choices=PROMPT_PRESET_MODES, default="dataset",
+                     help="prompts: the benchmark's preset, i.e. the reference code's text (default; what converted "
+                     "checkpoints saw), none (the paper's Table 11 prompts), or the saved processor's preset")
+    run.add_argument("--depth-model", default=None,
+                     help="depth-estimation model (folder or Hub id) for depth/normal adapters")
+    run.add_argument("--num-workers", type=_non_negative_int, default=0,
+                     help="processes decoding clips while the model runs (default 0: in the main process)")
+    run.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available, else cpu)")
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """`crema eval`: build or load the dataset, load the model, evaluate (resuming), print the table."""
+    import torch
+
+    from .answer import load_model_and_processor, local_or_hub
+
+    dataset, source = load_eval_dataset(
+        args.dataset, annotations=args.annotations, media_root=args.media_root, roots=dict(args.root),
+        on_missing=args.on_missing, question=args.question, split=args.split, limit=args.limit,
+    )
+    name = source["name"]
+    out = args.out or f"crema-eval-{name}.json"
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, processor = load_model_and_processor(args.model, device, depth_model=args.depth_model)
+    model_source, is_local = local_or_hub(args.model)
+    result = evaluate(
+        model, processor, dataset, out,
+        model_name=os.path.abspath(model_source) if is_local else model_source, source=source,
+        batch_size=args.batch_size, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
+        mc_scoring=args.mc_scoring, prompt_preset=args.prompt_preset, overwrite=args.overwrite,
+        num_workers=args.num_workers,
+    )
+    if source.get("build") and source["build"]["skipped_missing_media"]:
+        print(f"note: {source['build']['message']}")
+    info = BENCHMARKS.get(name)
+    print(format_table(result["summary"], title=info.title if info else name))
+    print(f"wrote {out} (summary + {len(result['predictions'])} predictions) and {predictions_path(out)}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------- dataset
+def load_eval_dataset(
+    dataset: str,
+    *,
+    annotations: str | None = None,
+    media_root: str | None = None,
+    roots: Mapping[str, str] | None = None,
+    on_missing: str = "skip",
+    question: str | None = None,
+    split: str | None = None,
+    limit: int | None = None,
+):
+    """(Dataset, source) from a benchmark name + its files, or from a folder saved with `save_to_disk`. `source`
+    describes where it came from: `{"name", "kind", "path", "build"}`."""
+    roots = dict(roots or {})
+    is_folder = os.path.isdir(dataset)
+    try:
+        info = benchmark_info(dataset)
+    except ValueError:
+        info = None
+    if info is not None and not is_folder:
+        if annotations is None:
+            raise ValueError(f"{info.name}: pass its annotation file with --annotations FILE (and --media-root DIR)")
+        kwargs: dict[str, Any] = {}
+        unknown = sorted(set(roots) - set(info.roots))
+        if unknown:
+            raise ValueError(f"--root {', '.join(unknown)}: {info.name} reads {', '.join(info.roots)}")
+        kwargs.update({f"{modality}_root": folder for modality, folder in roots.items()})
+        for option, value in (("question", question), ("split", split)):
+            if value is None:
+                continue
+            if option not in info.options:
+                users = [b.name for b in BENCHMARKS.values() if option in b.options]
+                raise ValueError(f"--{option} is only used by {', '.join(users)}")
+            kwargs[option] = value
+        data, report = info.build(annotations, media_root, on_missing=on_missing, return_report=True, **kwargs)
+        build = {"rows_read": report.rows_read, "rows_kept": report.rows_kept,
+                 "skipped_missing_media": report.skipped_missing_media, "first_missing": report.first_missing,
+                 "message": report.message()}
+        source = {"name": info.name, "kind": "annotations", "path": os.path.abspath(annotations), "build": build}
+        if not len(data):
+            raise ValueError(f"{info.name}: no questions to evaluate: {report.message()}")
+    elif is_folder:
+        given = [flag for flag, value in (("--annotations", annotations), ("--media-root", media_root),
+                                          ("--root", roots or None), ("--question", question)) if value]
+        if given:
+            raise ValueError(f"{', '.join(given)}: only used with a benchmark name, not with a saved dataset folder")
+        data = _load_saved(dataset, split)
+        missing = missing_columns(data.column_names)
+        if missing:
+            raise ValueError(
+                f"{dataset}: not a benchmark dataset (no column(s) {', '.join(missing)}); build it with "
+                "crema_training.benchmark_datasets.build_benchmark"
+            )
+        if not len(data):
+            raise ValueError(f"{dataset}: the dataset has no rows")
+        names = sorted(set(data.unique("dataset")))
+        if len(names) != 1:
+            raise ValueError(f"{dataset} mixes benchmarks {', '.join(names)}: evaluate one at a time (Dataset.filter)")
+        source = {"name": names[0], "kind": "saved", "path": os.path.abspath(dataset), "build": None}
+    else:
+        raise ValueError(
+            f"{dataset}: neither a benchmark ({', '.join(BENCHMARKS)}) nor a folder saved with Dataset.save_to_disk"
+        )
+    if limit is not None and limit < len(data):
+        data = data.select(range(limit))
+    return data, source
+
+
+def _load_saved(folder: str, split: str | None):
+    from datasets import DatasetDict, load_from_disk
+
+    data = load_from_disk(folder)
+    if isinstance(data, DatasetDict):
+        if split is None:
+            if len(data) != 1:
+                raise ValueError(f"{folder} holds the splits {', '.join(data)}: choose one with --split")
+            split = next(iter(data))
+        if split not in data:
+            raise ValueError(f"--split {split}: {folder} holds the splits {', '.join(data)}")
+        data = data[split]
+    elif split is not None:
+        raise ValueError(f"--split {split}: {folder} holds a single dataset, not a DatasetDict")
+    return data
+
+
+# ------------------------------------------------------------------------------------------ model inputs
+@dataclass
+class InputPlan:
+    """How each of the model's modalities is fed from the dataset's columns (decided once per dataset)."""
+
+    include_video: bool = False
+    needs_video: bool = False
+    derived: list[str] = field(default_factory=list)  # flow/depth/normal rendered from the video
+    visual_columns: list[str] = field(default_factory=list)  # precomputed visual modalities: `visual={m: path}`
+    companions: list[str] = field(default_factory=list)  # thermal / touch clips
+    audio: str | None = None  # "column" (the audio column) or "video" (the videos' own track)
+    point_clouds: list[tuple[str, str]] = field(default_factory=list)  # (features column, voxels column)
+    prompt_preset: str = "dataset"  # one of PROMPT_PRESET_MODES
+
+    def processor_kwargs(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        from crema_processing.point_cloud import load_point_cloud
+
+        kwargs: dict[str, Any] = {}
+        if self.needs_video:
+            kwargs["videos"] = [row["video"] for row in rows]
+            kwargs["include_video"] = self.include_video
+        for name in self.derived:
+            kwargs[name] = True
+        if self.visual_columns:
+            kwargs["visual"] = {name: [row[name] for row in rows] for name in self.visual_columns}
+        for name in self.companions:
+            kwargs[name] = [row[name] for row in rows]
+        if self.audio == "column":
+            kwargs["audio"] = [row["audio"] for row in rows]
+        elif self.audio == "video":
+            kwargs["audio"] = True
+        for features, voxels in self.point_clouds:
+            kwargs["point_cloud"] = [load_point_cloud(row[features], row[voxels]) for row in rows]
+        return kwargs
+
+
+def plan_inputs(model: Any, processor: Any, dataset: Any, prompt_preset: str = "dataset") -> InputPlan:
+    """Which columns feed which of the model's adapters; one ValueError naming the modality, the missing column
+    and the option that fixes it, before anything runs."""
+    columns = set(dataset.column_names)
+    ids = dataset["id"]
+
+    def first_missing(column: str) -> str | None:
+        """None when every row has the column, else the id of the first row without it."""
+        if column not in columns:
+            return ids[0]
+        return next((ids[i] for i, value in enumerate(dataset[column]) if value is None), None)
+
+    def refuse(modality: str, column: str, fix: str) -> ValueError:
+        row = first_missing(column)
+        return ValueError(f"the model has a {modality!r} adapter but the dataset has no {column!r} for question "
+                          f"{row}: {fix}")
+
+    if prompt_preset not in PROMPT_PRESET_MODES:
+        raise ValueError(f"prompt_preset must be one of {PROMPT_PRESET_MODES}, got {prompt_preset!r}")
+    accepts_preset = "prompt_preset" in inspect.signature(processor.__call__).parameters
+    if prompt_preset != "processor" and not accepts_preset:
+        raise ValueError(f"--prompt-preset {prompt_preset}: this processor has no prompt presets; use "
+                         "--prompt-preset processor")
+    plan = InputPlan(prompt_preset=prompt_preset)
+    config = model.config
+    for spec in config.modalities:
+        name, encoder = spec["name"], spec["encoder"]
+        if name == "video":
+            if first_missing("video") is not None:
+                raise refuse("video", "video", "build it with --media-root (or --root video=DIR)")
+            plan.include_video = plan.needs_video = True
+        elif name in DERIVED:
+            if first_missing(name) is None:
+                plan.visual_columns.append(name)
+                continue
+            if first_missing("video") is not None:
+                raise refuse(name, "video", f"it is derived from the clip; build the dataset with --media-root, or "
+                             f"give precomputed {name} frames with --root {name}=DIR")
+            if name in ("depth", "normal"):
+                video_processor = processor.video_processor
+                if (getattr(video_processor, "depth_model_name_or_path", None) is None
+                        and getattr(video_processor, "_depth_estimator", None) is None):
+                    raise ValueError(f"the model has a {name!r} adapter, which needs a depth-estimation model: pass "
+                                     f"--depth-model DIR_OR_ID, or precomputed {name} frames with --root {name}=DIR")
+            plan.needs_video = True
+            plan.derived.append(name)
+        elif name == "audio":
+            if encoder != "audio" or config.audio_config is None:
+                raise ValueError(
+                    "the model's 'audio' adapter takes precomputed audio features (the model has no audio encoder), "
+                    "so it cannot read audio files: build the model with `crema init --audio-encoder DIR_OR_ID`"
+                )
+            if first_missing("audio") is None:
+                plan.audio = "column"
+            elif first_missing("video") is None:
+                plan.audio, plan.needs_video = "video", True
+            else:
+                raise refuse("audio", "audio", "build the dataset with --media-root (or --root audio=DIR)")
+        elif encoder == "point_cloud":
+            features, voxels = name, f"{name}_voxels"
+            for column in (features, voxels):
+                if first_missing(column) is not None:
+                    raise refuse(name, column, f"build the dataset with --media-root (or --root {name}=DIR)")
+            plan.point_clouds.append((features, voxels))
+        elif name in ("thermal", "touch"):
+            if first_missing(name) is not None:
+                raise refuse(name, name, f"build the dataset with --media-root (or --root {name}=DIR)")
+            plan.companions.append(name)
+        else:
+            if first_missing(name) is not None:
+                raise refuse(name, name, f"add a {name!r} column of clip paths to the dataset")
+            plan.visual_columns.append(name)
+    if len(plan.point_clouds) > 1:
+        raise ValueError("`crema eval` feeds one point-cloud modality; the model has "
+                         f"{', '.join(f for f, _ in plan.point_clouds)}")
+    return plan
+
+
+@dataclass
+class PreparedGroup:
+    """Rows of one batch that share a prompt form, and their processor outputs."""
+
+    positions: list[int]
+    rows: list[dict[str, Any]]
+    inputs: dict[str, Any]
+
+
+def prepare_batch(processor: Any, plan: InputPlan, rows: Sequence[Mapping[str, Any]]) -> list[PreparedGroup]:
+    """Processor inputs for a batch: one processor call on lists per group of rows with the same prompt form
+    (multiple choice or open-ended, modality word, prompt preset). The preset is the row's (`plan.prompt_preset`
+    "dataset"), none ("none": the default prompts) or the processor's own ("processor")."""
+    groups: dict[tuple, list[int]] = {}
+    for position, row in enumerate(rows):
+        key = (bool(row["options"]), row["modality_word"], row["prompt_preset"])
+        groups.setdefault(key, []).append(position)
+    prepared = []
+    for (multiple_choice, word, preset), positions in groups.items():
+        members = [dict(rows[p]) for p in positions]
+        kwargs = plan.processor_kwargs(members)
+        kwargs["question"] = [row["question"] for row in members]
+        if multiple_choice:
+            kwargs["options"] = [list(row["options"]) for row in members]
+        else:
+            kwargs["situation"] = [row["situation"] or "" for row in members]
+            kwargs["modality_word"] = word or None
+        if plan.prompt_preset == "dataset":
+            kwargs["prompt_preset"] = preset
+        elif plan.prompt_preset == "none":
+            kwargs["prompt_preset"] = ""
+        inputs = processor(**kwargs, return_tensors="pt")
+        prepared.append(PreparedGroup(positions, members, {k: v for k, v in inputs.items() if k != "labels"}))
+    return prepared
+
+
+class _Preparer:
+    """`prepare_batch` as a picklable DataLoader collate function (for `--num-workers`)."""
+
+    def __init__(self, processor: Any, plan: InputPlan):
+        self.processor, self.plan = processor, plan
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> list[PreparedGroup]:
+        return prepare_batch(self.processor, self.plan, rows)
+
+
+# ------------------------------------------------------------------------------------------------ answering
+@dataclass
+class Settings:
+    num_beams: int = 5
+    max_new_tokens: int = 10
+    mc_scoring: str = "letter"
+    prompt_preset: str = "dataset"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"num_beams": self.num_beams, "max_new_tokens": self.max_new_tokens, "mc_scoring": self.mc_scoring,
+                "prompt_preset": self.prompt_preset}
+
+
+def option_letter_step(processor: Any, num_options: int) -> tuple[list[int], int, list[int]]:
+    """(teacher-forced target prefix, its last position, the letter token ids): the targets `Option A`,
+    `Option B`, ... agree up to `position`, where each has its own letter token."""
+    targets = [processor.build_target(i, ["-"] * num_options) for i in range(num_options)]
+    ids = processor.tokenizer(targets).input_ids
+    shortest = min(len(t) for t in ids)
+    position = next((i for i in range(shortest) if len({t[i] for t in ids}) > 1), None)
+    letters = [t[position] for t in ids] if position is not None else []
+    if position is None or len(set(letters)) != num_options:
+        raise ValueError(f"the tokenizer does not give each of the targets {targets} its own letter token")
+    return list(ids[0][: position + 1]), position, letters
+
+
+def predict_prepared(model: Any, processor: Any, prepared: Sequence[PreparedGroup], settings: Settings) -> list[dict]:
+    """Answers for the prepared groups of one batch, as prediction records in the batch's row order."""
+    import torch
+
+    from .answer import option_log_likelihoods
+
+    device = next(model.parameters()).device
+    out: dict[int, dict[str, Any]] = {}
+    with torch.no_grad():
+        for group in prepared:
+            inputs = {k: v.to(device) for k, v in group.inputs.items()}
+            if group.rows[0]["options"]:
+                counts = [len(row["options"]) for row in group.rows]
+                if settings.mc_scoring == "letter":
+                    prefix, position, letters = option_letter_step(processor, max(counts))
+                    labels = torch.tensor([prefix] * len(group.rows), device=device)
+                    logits = model(**inputs, labels=labels).logits[:, position, :].float()
+                    scores = logits[:, letters]
+                    for b, count in enumerate(counts):
+                        scores[b, count:] = float("-inf")
+                    chosen = scores.argmax(dim=-1).tolist()
+                else:
+                    chosen = []
+                    for b, row in enumerate(group.rows):
+                        single = {k: v[b : b + 1] for k, v in group.inputs.items()}
+                        chosen.append(int(option_log_likelihoods(model, processor, single, row["options"]).argmax()))
+                for b, row in enumerate(group.rows):
+                    out[group.positions[b]] = _record(row, row["options"][chosen[b]], int(chosen[b]))
+            else:
+                generated = model.generate(
+                    **inputs, num_beams=settings.num_beams, max_new_tokens=settings.max_new_tokens,
+                    length_penalty=-1.0,
+                )
+                texts = processor.decode_answers(generated.cpu())
+                for b, row in enumerate(group.rows):
+                    out[group.positions[b]] = _record(row, texts[b], None)
+    return [out[p] for p in sorted(out)]
+
+
+def _record(row: Mapping[str, Any], prediction: str, prediction_index: int | None) -> dict[str, Any]:
+    return {
+        "id": row["id"], "question_type": row["question_type"], "question": row["question"],
+        "prediction": prediction, "prediction_index": prediction_index,
+        "answer": row["answer"], "answer_index": int(row["answer_index"]),
+    }
+
+
+# ------------------------------------------------------------------------------------------ files on disk
+def predictions_path(out: str | os.PathLike) -> str:
+    """Where the predictions of a run writing `out` are appended."""
+    out = os.fspath(out)
+    stem = out[: -len(".json")] if out.endswith(".json") else out
+    return stem + ".predictions.jsonl"
+
+
+class PredictionLog:
+    """The JSONL file of a run: a header line (model, dataset, settings), then one prediction per line, appended
+    and flushed batch by batch. Reopening it resumes: the header must match; a last line cut off by a kill is
+    dropped."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+
+    def open(self, header: Mapping[str, Any], overwrite: bool = False) -> dict[str, dict[str, Any]]:
+        """The predictions already made (id -> record); creates the file with `header` when there is none."""
+        header = {"format": LOG_FORMAT, "version": LOG_VERSION, **header}
+        if overwrite or not os.path.exists(self.path):
+            folder = os.path.dirname(os.path.abspath(self.path))
+            os.makedirs(folder, exist_ok=True)
+            with open(self.path, "w", encoding="utf-8") as handle:
+                handle.write(json.dumps(header, ensure_ascii=False) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            return {}
+        with open(self.path, "rb") as handle:
+            data = handle.read()
+        if not data.strip():
+            return self.open(header, overwrite=True)
+        complete_end = len(data) if data.endswith(b"\n") else data.rfind(b"\n") + 1
+        done: dict[str, dict[str, Any]] = {}
+        offset = 0
+        for number, raw in enumerate(data.split(b"\n"), start=1):
+            line_end = offset + len(raw) + 1
+            if not raw.strip():
+                offset = line_end
+                continue
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                if offset < complete_end:
+                    raise ValueError(f"{self.path}, line {number}: not a JSON prediction record; pass --overwrite "
+                                     "to start again") from None
+                if number == 1:  # only a cut-off header: start again
+                    return self.open(header, overwrite=True)
+                with open(self.path, "r+b") as handle:  # the last line, cut off by a kill: drop it
+                    handle.truncate(offset)
+                break
+            if number == 1:
+                self._check_header(record, header)
+            elif not isinstance(record, dict) or "id" not in record:
+                raise ValueError(f"{self.path}, line {number}: not a prediction record; pass --overwrite to start "
+                                 "again")
+            else:
+                done[str(record["id"])] = record
+            offset = line_end
+        with open(self.path, "rb+") as handle:  # a complete last record without its newline: end the line
+            handle.seek(0, os.SEEK_END)
+            if handle.tell():
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":
+                    handle.write(b"\n")
+        return done
+
+    def _check_header(self, found: Any, expected: Mapping[str, Any]) -> None:
+        if not isinstance(found, dict) or found.get("format") != LOG_FORMAT:
+            raise ValueError(f"{self.path} is not a crema eval predictions file; pass --overwrite to replace it, or "
+                             "--out to write elsewhere")
+        differences = [key for key in ("version", "model", "dataset", "source", "settings")
+                       if found.get(key) != expected.get(key)]
+        if differences:
+            detail = "; ".join(f"{key}: {found.get(key)!r} there, {expected.get(key)!r} now" for key in differences)
+            raise ValueError(f"{self.path} holds predictions of another run ({detail}); pass --overwrite to start "
+                             "again, or --out to write elsewhere")
+
+    def append(self, records: Iterable[Mapping[str, Any]]) -> None:
+        text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Write JSON to a temporary file beside `path`, flush it to disk, then rename it over `path`."""
+    path = os.path.abspath(os.fspath(path))
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    temporary = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, ensure_ascii=False, indent=1)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+def evaluate(
+    model: Any,
+    processor: Any,
+    dataset: Any,
+    out: str | os.PathLike,
+    *,
+    model_name: str,
+    source: Mapping[str, Any],
+    batch_size: int = 8,
+    num_beams: int = 5,
+    max_new_tokens: int | None = None,
+    mc_scoring: str = "letter",
+    prompt_preset: str = "dataset",
+    overwrite: bool = False,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Answer every question of `dataset` (a benchmark-schema Dataset) not yet in `OUT.predictions.jsonl`, then
+    write and return `{"model", "dataset", "settings", "summary", "predictions"}` (also to `out`, atomically)."""
+    from tqdm import tqdm
+
+    if mc_scoring not in MC_SCORING:
+        raise ValueError(f"mc_scoring must be one of {MC_SCORING}, got {mc_scoring!r}")
+    name = source["name"]
+    info = BENCHMARKS.get(name)
+    settings = Settings(num_beams, max_new_tokens or (info.max_new_tokens if info else 10), mc_scoring,
+                        prompt_preset)
+    plan = plan_inputs(model, processor, dataset, prompt_preset)
+    header = {"model": model_name, "dataset": name, "source": source["path"], "settings": settings.as_dict()}
+    log = PredictionLog(predictions_path(out))
+    done = log.open(header, overwrite=overwrite)
+
+    ids = [str(i) for i in dataset["id"]]
+    batches = []
+    for start in range(0, len(ids), batch_size):  # fixed cuts: a resumed run batches like an uninterrupted one
+        positions = [p for p in range(start, min(start + batch_size, len(ids))) if ids[p] not in done]
+        if positions:
+            batches.append(positions)
+    remaining = sum(len(b) for b in batches)
+    bar = tqdm(total=len(ids), initial=len(ids) - remaining, unit="question", desc=f"crema eval {name}",
+               disable=not progress, mininterval=1.0, file=sys.stderr)
+    try:
+        for prepared in _prepared_batches(processor, plan, dataset, batches, num_workers):
+            records = predict_prepared(model, processor, prepared, settings)
+            log.append(records)
+            for record in records:
+                done[record["id"]] = record
+            bar.update(len(records))
+    finally:
+        bar.close()
+
+    predictions = []
+    for example_id in ids:
+        record = dict(done[example_id])
+        record["correct"] = score(name, record["prediction"], record["answer"], record["prediction_index"],
+                                  record["answer_index"])
+        predictions.append(record)
+    result = {
+        "model": model_name,
+        "dataset": {"name": name, "title": info.title if info else name, "source": source["path"],
+                    "kind": source["kind"], "num_examples": len(ids), "build": source.get("build")},
+        "settings": settings.as_dict(),
+        "summary": accuracy_summary(predictions, name),
+        "predictions": predictions,
+    }
+    write_json_atomic(out, result)
+    return result
+
+
+def _prepared_batches(processor: Any, plan: InputPlan, dataset: Any, batches: list[list[int]], num_workers: int):
+    def rows(positions: list[int]) -> list[dict[str, Any]]:
+        return [dataset[p] for p in positions]
+
+    if num_workers <= 0:
+        for positions in batches:
+            yield prepare_batch(processor, plan, rows(positions))
+        return
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader([rows(p) for p in batches], batch_size=None, shuffle=False, num_workers=num_workers,
+                        collate_fn=_Preparer(processor, plan))
+    yield from loader
