@@ -54,7 +54,7 @@ def test_bare_crema_prints_usage_and_commands(capsys):
     out = capsys.readouterr().out
     assert out.startswith("usage: crema")
     listed = [line.split()[0] for line in out.splitlines() if line[:4] == "    " and line[4:5] != " "]
-    assert listed == ["params", "init", "answer", "convert-reference", "extract"]
+    assert listed == ["params", "init", "answer", "convert-reference", "extract", "train", "eval"]
 
 
 def test_bare_crema_as_a_process_exits_0():
@@ -129,7 +129,8 @@ def test_unknown_modalities_are_refused(command, capsys):
 
 
 def test_modality_letters_names_and_duplicates():
-    assert cli.modality_list("V, a,Flow,point_cloud,H") == ["video", "audio", "flow", "point_cloud", "touch"]
+    # the paper's Table 4: T touch map, H thermal heatmap
+    assert cli.modality_list("V, a,Flow,point_cloud,H,t") == ["video", "audio", "flow", "point_cloud", "thermal", "touch"]
     with pytest.raises(argparse.ArgumentTypeError, match="'video' is listed twice"):
         cli.modality_list("video,V")
     with pytest.raises(argparse.ArgumentTypeError, match="no modality"):

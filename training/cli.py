@@ -19,6 +19,7 @@ COMMANDS = (
     ("answer", "answer a question about a clip with a saved CREMA model"),
     ("convert-reference", "convert the authors' LAVIS checkpoint to PEFT adapters"),
     ("extract", "render flow/depth/normal frames and audio features of a video"),
+    ("train", "train the modality adapters and the fusion from a YAML config (`crema train CONFIG.yaml --key value`)"),
     ("eval", "accuracy of a saved model on a benchmark, per question type as in the paper's tables (resumable)"),
 )
 #: pip package of the optional modules whose absence is reported by name.
@@ -234,6 +235,19 @@ def run_extract(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------- parser
+# ----------------------------------------------------------------------------------------------------- train
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("train_argv", nargs=argparse.REMAINDER, metavar="CONFIG.yaml [--key value ...]",
+                        help="a training config (see training/configs/) and overrides; `crema train --help` lists "
+                        "every key")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .train_cli import main as train  # parses the config with trl.TrlParser
+
+    return train(args.train_argv)
+
+
 # ------------------------------------------------------------------------------------------------------ eval
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     from .evaluate import add_eval_arguments as add_arguments  # standard library only
@@ -253,6 +267,7 @@ SUBCOMMANDS = {
     "answer": (add_answer_arguments, run_answer),
     "convert-reference": (add_convert_arguments, run_convert),
     "extract": (add_extract_arguments, run_extract),
+    "train": (add_train_arguments, run_train),
     "eval": (add_eval_arguments, run_eval),
 }
 #: Sub-commands whose options are defined in modules with heavy imports: read only when that command runs.
@@ -327,6 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command it prints the usage and the list of commands and returns 0."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = _command_in(argv)
+    if command == "train":  # everything after it, --help included, goes to the training config parser
+        return run_train(argparse.Namespace(train_argv=argv[argv.index("train") + 1:]))
     try:
         parser = build_parser(load_options=[command] if command in HEAVY_OPTIONS else [])
     except ImportError as error:  # the command's own module needs a package that is not installed
