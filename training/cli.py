@@ -19,6 +19,7 @@ COMMANDS = (
     ("answer", "answer a question about a clip with a saved CREMA model"),
     ("convert-reference", "convert the authors' LAVIS checkpoint to PEFT adapters"),
     ("extract", "render flow/depth/normal frames and audio features of a video"),
+    ("synth", "generate CREMA-Synth: clips with audio, depth/thermal/normal renders and questions that need them"),
     ("train", "train the modality adapters and the fusion from a YAML config (`crema train CONFIG.yaml --key value`)"),
     ("eval", "accuracy of a saved model on a benchmark, per question type as in the paper's tables (resumable)"),
 )
@@ -235,6 +236,19 @@ def run_extract(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------- parser
+# ----------------------------------------------------------------------------------------------------- synth
+def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
+    from .synth.cli import add_synth_arguments as add_arguments  # standard library only
+
+    add_arguments(parser)
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from .synth.cli import run_synth as run
+
+    return run(args)
+
+
 # ----------------------------------------------------------------------------------------------------- train
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("train_argv", nargs=argparse.REMAINDER, metavar="CONFIG.yaml [--key value ...]",
@@ -267,6 +281,7 @@ SUBCOMMANDS = {
     "answer": (add_answer_arguments, run_answer),
     "convert-reference": (add_convert_arguments, run_convert),
     "extract": (add_extract_arguments, run_extract),
+    "synth": (add_synth_arguments, run_synth),
     "train": (add_train_arguments, run_train),
     "eval": (add_eval_arguments, run_eval),
 }
