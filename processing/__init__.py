@@ -10,15 +10,20 @@ from .audio import (
     resample_waveform,
     split_waveform,
 )
-from .depth import DepthEstimator, render_depth
+from .depth import DepthEstimator, colorize_depth, render_depth
 from .feature_cache import CremaDataCollator, FrozenFeatureCacher, cache_frozen_features
 from .frame_sampling import align_indices, sample_frame_indices
 from .optical_flow import compute_flow_image, farneback_flow, flow_to_color, register_flow_estimator
 from .point_cloud import CremaPointCloudFeatureExtractor, load_point_cloud
 from .processing_crema import CremaProcessor, register_crema_processor
 from .prompts import (
+    PROMPT_PRESETS,
+    PromptPreset,
     build_multiple_choice_prompt,
     build_open_ended_prompt,
+    build_prompt,
+    build_target,
+    get_prompt_preset,
     multiple_choice_target,
     parse_option_letter,
     post_process_answer,
@@ -37,6 +42,12 @@ from .video_processing_crema import CremaVideoProcessor, RenderedClip
 
 
 __all__ = [
+    "PROMPT_PRESETS",
+    "PromptPreset",
+    "build_prompt",
+    "build_target",
+    "colorize_depth",
+    "get_prompt_preset",
     "ArraySource",
     "CremaAudioFeatureExtractor",
     "CremaDataCollator",

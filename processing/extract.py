@@ -19,6 +19,7 @@ from transformers.utils import logging
 
 from .audio import CremaAudioFeatureExtractor, load_audio
 from .depth import DEPTH_COLORMAPS, DEPTH_MODEL_HINT
+from .frame_sampling import SAMPLING_MODES
 from .video_processing_crema import DERIVED_MODALITIES, CremaVideoProcessor
 
 
@@ -48,7 +49,7 @@ def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depth-colormap", default="gray", choices=sorted(DEPTH_COLORMAPS),
                         help="colour map of the rendered depth frames (default: gray)")
     parser.add_argument("--image-size", type=int, default=224, help="ViT input size of the saved pixel values")
-    parser.add_argument("--sampling", choices=("uniform", "fps"), default="uniform", help="frame sampling mode")
+    parser.add_argument("--sampling", choices=SAMPLING_MODES, default="uniform", help="frame sampling mode")
     parser.add_argument("--fps", type=float, default=None, help="frame rate for --sampling fps")
     parser.add_argument("--max-side", type=int, default=1024, help="decode frames with their long side at most this")
     parser.add_argument("--thermal", default=None, help="companion thermal clip (video or frame folder)")

@@ -1,5 +1,18 @@
 """Which frames of a clip the model sees (DESIGN §1.2: T uniform segments, random index per segment when
-training, the middle one when evaluating; or a fixed frame rate)."""
+training, the middle one when evaluating; or a fixed frame rate; or exactly the reference's indices, DESIGN §3).
+
+Modes of `sample_frame_indices`:
+
+- "uniform" (default): T equal segments of `[0, n)`, the middle frame of each (`(first + last) // 2`).
+- "reference": the reference's loader for pre-decoded frame folders (LAVIS `load_frames`): `vlen = n - 1` (one
+  frame fewer, kept for the optical flow of the last frame), segment edges `linspace(0, vlen, T + 1)` cast to
+  int, index `(x0 + x1) // 2` when evaluating and a random index in `[x0, x1)` when training (`x0` when the
+  segment is empty). Its frames sit up to one frame earlier than "uniform"'s and it never picks the last file:
+  for n = 10, T = 4 it gives [1, 3, 5, 7] where "uniform" gives [0, 3, 5, 8].
+- "reference_video": the reference's loader for video files (LAVIS `load_video`, decord): `vlen = n`, at most
+  `n` segments, the same index rule, the last index repeated up to T (n = 10, T = 4: [1, 3, 6, 8]).
+- "fps": frames at a fixed rate, then T of them by uniform segments.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +22,7 @@ from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
 
-SAMPLING_MODES = ("uniform", "fps")
+SAMPLING_MODES = ("uniform", "reference", "reference_video", "fps")
 
 
 def as_generator(generator: np.random.Generator | int | None) -> np.random.Generator:
@@ -36,9 +49,10 @@ def uniform_segment_indices(
 ) -> list[int]:
     """Split `[0, num_total)` into `num_frames` equal segments and take one index per segment.
 
-    Same rule as the reference (LAVIS / SeViLA loaders): segment bounds `linspace(0, n, T+1)` cast to int,
-    a random index inside each segment when training, its middle when evaluating. With fewer frames than
-    segments the indices repeat (and a warning says so).
+    Segment bounds `linspace(0, n, T+1)` cast to int, a random index inside each segment when training, its
+    middle frame `(first + last) // 2` when evaluating. This is not exactly the reference's rule (which takes
+    `(x0 + x1) // 2`, and over `n - 1` frames for frame folders): see `reference_segment_indices`. With fewer
+    frames than segments the indices repeat (and a warning says so).
     """
     if num_total <= 0:
         raise ValueError(f"Cannot sample frames from a clip with {num_total} frames.")
@@ -57,6 +71,41 @@ def uniform_segment_indices(
         else:
             index = (start + last) // 2
         indices.append(min(index, num_total - 1))
+    return indices
+
+
+def reference_segment_indices(
+    num_total: int,
+    num_frames: int,
+    training: bool = False,
+    generator: np.random.Generator | int | None = None,
+    source: str | None = None,
+    video_file: bool = False,
+) -> list[int]:
+    """The reference's frame indices (LAVIS `load_frames` for frame folders, `load_video` with `video_file=True`).
+
+    Frame folders: `vlen = num_total - 1`; edges `linspace(0, vlen, T + 1).astype(int)`; per segment `(x0, x1)`
+    the index `(x0 + x1) // 2` when evaluating, a random index in `[x0, x1)` when training (`x0` when
+    `x0 == x1`). Video files: the same over `vlen = num_total` with at most `num_total` segments, the last index
+    repeated up to T.
+    """
+    if num_total <= 0:
+        raise ValueError(f"Cannot sample frames from a clip with {num_total} frames.")
+    if num_frames <= 0:
+        raise ValueError(f"num_frames must be positive, got {num_frames}.")
+    if num_total < num_frames:
+        _repeat_warning(num_total, num_frames, source)
+    vlen = num_total if video_file else num_total - 1
+    segments = min(num_frames, vlen) if video_file else num_frames
+    edges = np.linspace(0, vlen, segments + 1).astype(int)
+    rng = as_generator(generator) if training else None
+    indices = []
+    for x0, x1 in zip(edges[:-1].tolist(), edges[1:].tolist()):
+        if rng is None:
+            indices.append((x0 + x1) // 2)
+        else:
+            indices.append(x0 if x0 == x1 else int(rng.integers(x0, x1)))
+    indices += [indices[-1]] * (num_frames - len(indices))
     return indices
 
 
@@ -98,9 +147,15 @@ def sample_frame_indices(
     sample_fps: float | None = None,
     source: str | None = None,
 ) -> list[int]:
-    """Dispatch to the sampling `mode` ("uniform" segments or "fps"); returns `num_frames` frame indices."""
+    """Dispatch to the sampling `mode` ("uniform" segments, "reference" / "reference_video" for the reference's
+    indices on frame folders / video files, or "fps"); returns `num_frames` frame indices."""
     if mode == "uniform":
         return uniform_segment_indices(num_total, num_frames, training=training, generator=generator, source=source)
+    if mode in ("reference", "reference_video"):
+        return reference_segment_indices(
+            num_total, num_frames, training=training, generator=generator, source=source,
+            video_file=mode == "reference_video",
+        )
     if mode == "fps":
         if video_fps is None or sample_fps is None:
             raise ValueError("frame sampling mode 'fps' needs both the video's fps and `sample_fps`.")

@@ -20,8 +20,10 @@ from .audio import CremaAudioFeatureExtractor, extract_audio_features, load_audi
 from .point_cloud import CremaPointCloudFeatureExtractor, _is_single_scene
 from .prompts import (
     OPTION_LETTERS,
+    PromptPreset,
     build_multiple_choice_prompt,
     build_open_ended_prompt,
+    get_prompt_preset,
     infer_modality_word,
     multiple_choice_target,
     post_process_answer,
@@ -55,6 +57,10 @@ class CremaProcessor(ProcessorMixin):
         num_audio_segments (`int`, *optional*): segments per clip for pass-through audio extractors (the
             `CremaAudioFeatureExtractor` has its own `num_segments`).
         max_prompt_length / max_answer_length (`int`, *optional*): truncation of prompt / answer tokens.
+        prompt_preset (`str`, *optional*): a per-dataset prompt preset of `PROMPT_PRESETS` ("nextqa",
+            "perception_test", "music_avqa", "sqa3d", "vggsound", "touchqa", "thermalqa"): the reference's prompt
+            text, question processing, target normalisation and 77-token truncation for that dataset (DESIGN §3).
+            Saved with the processor; `prompt_preset=` in a call overrides it. None: the default prompts.
     """
 
     def __init__(
@@ -68,6 +74,7 @@ class CremaProcessor(ProcessorMixin):
         num_audio_segments: int = 2,
         max_prompt_length: int | None = None,
         max_answer_length: int | None = None,
+        prompt_preset: str | None = None,
         chat_template: str | None = None,
         **kwargs: Any,
     ):
@@ -82,6 +89,8 @@ class CremaProcessor(ProcessorMixin):
         self.num_audio_segments = num_audio_segments
         self.max_prompt_length = max_prompt_length
         self.max_answer_length = max_answer_length
+        preset = get_prompt_preset(prompt_preset)
+        self.prompt_preset = preset.name if preset is not None else None
         super().__init__(
             tokenizer=tokenizer,
             image_processor=image_processor if image_processor is not None else CremaVideoProcessor(),
@@ -182,6 +191,10 @@ class CremaProcessor(ProcessorMixin):
         return result
 
     # ----------------------------------------------------------------------------------------- prompts
+    def get_prompt_preset(self, prompt_preset: str | PromptPreset | None = None) -> PromptPreset | None:
+        """The preset in effect: `prompt_preset` when given ("" for none), else the processor's `prompt_preset`."""
+        return get_prompt_preset(self.prompt_preset if prompt_preset is None else prompt_preset)
+
     def build_prompt(
         self,
         question: str,
@@ -189,19 +202,40 @@ class CremaProcessor(ProcessorMixin):
         modality_word: str | None = None,
         situation: str | None = None,
         modalities: Sequence[str] = (),
+        prompt_preset: str | PromptPreset | None = None,
     ) -> str:
         """The DESIGN §3 prompt: multiple choice when `options` are given, else open-ended with the modality word
-        (`modality_word`, else the processor's `prompt_modality_word`, else inferred from `modalities`)."""
+        (`modality_word`, else the preset's, else the processor's `prompt_modality_word`, else inferred from
+        `modalities`). With a prompt preset (`prompt_preset=` or the processor's) the text is the reference's for
+        that dataset (see `PromptPreset`)."""
+        preset = self.get_prompt_preset(prompt_preset)
+        if preset is not None:
+            word = None if options else (
+                modality_word or preset.modality_word or self.prompt_modality_word or infer_modality_word(modalities)
+            )
+            return preset.build_prompt(question, options, situation, word)
         if options:
             return build_multiple_choice_prompt(question, options)
         word = modality_word or self.prompt_modality_word or infer_modality_word(modalities)
         return build_open_ended_prompt(question, word, situation)
 
-    def build_target(self, answer: int | str, options: Sequence[str] | None = None) -> str:
-        """`Option {L}` for multiple choice (answer given as index, letter or option text), else the answer."""
+    def build_target(
+        self, answer: int | str, options: Sequence[str] | None = None, prompt_preset: str | PromptPreset | None = None
+    ) -> str:
+        """`Option {L}` for multiple choice (answer given as index, letter or option text), else the answer (with the
+        preset's answer normalisation, e.g. MUSIC-AVQA's `_` -> space)."""
+        preset = self.get_prompt_preset(prompt_preset)
+        if preset is not None:
+            return preset.build_target(answer, options)
         if options:
             return multiple_choice_target(answer, options)
         return str(answer).strip()
+
+    def generation_kwargs(self, prompt_preset: str | PromptPreset | None = None) -> dict[str, Any]:
+        """`generate` arguments for open-ended answers: the preset's (beam 5, length penalty -1, 10 new tokens, 40
+        for SQA3D), or those defaults without a preset."""
+        preset = self.get_prompt_preset(prompt_preset)
+        return (preset or PromptPreset("default")).generation_kwargs()
 
     # -------------------------------------------------------------------------------------------- call
     def __call__(
@@ -224,6 +258,7 @@ class CremaProcessor(ProcessorMixin):
         point_cloud: Any = None,
         situation: str | Sequence[str] | None = None,
         modality_word: str | None = None,
+        prompt_preset: str | PromptPreset | None = None,
         training: bool = False,
         generator: np.random.Generator | int | None = None,
         num_frames: int | None = None,
@@ -253,6 +288,8 @@ class CremaProcessor(ProcessorMixin):
             point_cloud: a features path (voxels beside it), a `(features, coordinates)` pair or dict, or a list.
             situation: SQA3D situation text, prepended to open-ended prompts.
             modality_word: overrides the open-ended prompt's modality word.
+            prompt_preset: a per-dataset preset name of `PROMPT_PRESETS` for this call (overrides the processor's
+                `prompt_preset`; "" for none): the reference's prompt, target and truncation for that dataset.
             training: random frame index per segment / random point subsampling (seed it with `generator`).
             return_frame_indices: also return `{m}_frame_indices` (B, T) (not a model input; for inspection).
 
@@ -305,7 +342,8 @@ class CremaProcessor(ProcessorMixin):
         # ----- text
         if text is not None or question is not None:
             text_inputs = self._text_inputs(
-                batch_size, question, options, answer, text, situation, modality_word, present, padding
+                batch_size, question, options, answer, text, situation, modality_word, present, padding,
+                self.get_prompt_preset(prompt_preset),
             )
             data.update(text_inputs)
         elif answer is not None:
@@ -358,7 +396,9 @@ class CremaProcessor(ProcessorMixin):
             waveforms.append(waveform)
         return extract_audio_features(waveforms, target_rate, self.feature_extractor, self.num_audio_segments)
 
-    def _text_inputs(self, batch_size, question, options, answer, text, situation, modality_word, present, padding):
+    def _text_inputs(
+        self, batch_size, question, options, answer, text, situation, modality_word, present, padding, preset=None
+    ):
         questions = _as_list(question, batch_size, "question") if question is not None else [None] * batch_size
         option_lists = _as_option_lists(options, batch_size)
         situations = _as_list(situation, batch_size, "situation") if situation is not None else [None] * batch_size
@@ -366,25 +406,30 @@ class CremaProcessor(ProcessorMixin):
             prompts = _as_list(text, batch_size, "text")
         else:
             prompts = [
-                self.build_prompt(q, o, modality_word, s, present)
+                self.build_prompt(q, o, modality_word, s, present, prompt_preset=preset or "")
                 for q, o, s in zip(questions, option_lists, situations)
             ]
+        max_prompt_length = self.max_prompt_length
+        max_answer_length = self.max_answer_length
+        if preset is not None:
+            max_prompt_length = preset.max_prompt_tokens if max_prompt_length is None else max_prompt_length
+            max_answer_length = preset.max_answer_tokens if max_answer_length is None else max_answer_length
         encoded = self.tokenizer(
             prompts,
             padding=padding,
-            truncation=self.max_prompt_length is not None,
-            max_length=self.max_prompt_length,
+            truncation=max_prompt_length is not None,
+            max_length=max_prompt_length,
             return_tensors="np",
         )
         out = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
         if answer is not None:
             answers = _as_list(answer, batch_size, "answer")
-            targets = [self.build_target(a, o) for a, o in zip(answers, option_lists)]
+            targets = [self.build_target(a, o, prompt_preset=preset or "") for a, o in zip(answers, option_lists)]
             labels = self.tokenizer(
                 targets,
                 padding=padding,
-                truncation=self.max_answer_length is not None,
-                max_length=self.max_answer_length,
+                truncation=max_answer_length is not None,
+                max_length=max_answer_length,
                 return_tensors="np",
             )["input_ids"].astype(np.int64)
             labels[labels == self.tokenizer.pad_token_id] = -100
@@ -396,14 +441,18 @@ class CremaProcessor(ProcessorMixin):
         self,
         sequences: torch.Tensor | Sequence[Sequence[int]] | Sequence[str],
         options: Sequence[str] | Sequence[Sequence[str]] | None = None,
+        prompt_preset: str | PromptPreset | None = None,
     ) -> list[str]:
         """Generated ids (or texts) -> answers: `Option B` -> the text of option B for multiple choice; the
-        stripped text for open-ended; empty output -> "unanswerable"."""
+        stripped text for open-ended; empty output -> "unanswerable" (the preset's `empty_answer`)."""
         if len(sequences) and isinstance(sequences[0], str):
             texts = list(sequences)
         else:
             texts = self.tokenizer.batch_decode(sequences, skip_special_tokens=True)
         option_lists = _as_option_lists(options, len(texts))
+        preset = self.get_prompt_preset(prompt_preset)
+        if preset is not None:
+            return [preset.post_process(t, o) for t, o in zip(texts, option_lists)]
         return [post_process_answer(t, o) for t, o in zip(texts, option_lists)]
 
     def option_letter_token_ids(self, num_options: int = 5) -> list[int]:

@@ -1,8 +1,15 @@
 """Answering one question about one clip with a saved CREMA model (`crema init`, `crema answer`).
 
-Multiple choice is answered by ranking the options: the log-likelihood of each target `Option {L}` under the
-model, teacher-forced (robust to whatever the first generated token is). Open-ended questions are answered by
-beam search with DESIGN §3's settings.
+Multiple choice is answered by scoring the options in one of two ways (`scoring=`):
+
+- "likelihood" (default): rank the options by the log-likelihood of their whole target `Option {L}` under the
+  model, teacher-forced (`option_log_likelihoods`; robust to whatever the first generated token is);
+- "reference": the reference's prediction (DESIGN §3): teacher-force "Option", then take the argmax over the
+  option-letter tokens of the scores at the next step, the second answer step (`option_letter_scores`). The
+  reference decodes greedily and reads the scores of its second step, which follow "Option" for a model trained
+  on these targets; this is what the paper's multiple-choice numbers measure.
+
+Open-ended questions are answered by beam search with DESIGN §3's settings (or a prompt preset's).
 
 The checks here run before any decoding or model call, and their messages name the command-line flags
 (`--audio-file`, `--depth-model`, `crema init --audio-encoder`, ...): this module is what `crema init` and
@@ -31,12 +38,22 @@ DEPTH_EXAMPLE = "e.g. depth-anything/Depth-Anything-V2-Small-hf or Intel/dpt-hyb
 AUDIO_ENCODER_EXAMPLE = "e.g. MIT/ast-finetuned-audioset-10-10-0.4593"
 
 
+#: How multiple choice is scored (see the module docstring).
+SCORING_MODES = ("likelihood", "reference")
+
+
 @dataclass
 class Answer:
+    """An answer: its text, the modalities used and, for multiple choice, the chosen option, the scoring mode and
+    each option's score (`option_scores`: whole-target log-likelihoods for "likelihood", letter log-probabilities
+    at the step after "Option" for "reference"; `option_log_likelihoods` is filled for "likelihood" only)."""
+
     text: str
     used_modalities: list[str]
     option_index: int | None = None
     option_log_likelihoods: list[float] = field(default_factory=list)
+    option_scores: list[float] = field(default_factory=list)
+    scoring: str | None = None
 
 
 # ------------------------------------------------------------------------------------- folders and Hub ids
@@ -313,6 +330,58 @@ def option_log_likelihoods(model, processor, inputs: dict[str, torch.Tensor], op
     return (picked * mask).sum(dim=-1).cpu()
 
 
+def option_letter_step(tokenizer, num_options: int) -> tuple[list[int], list[int]]:
+    """(the target prefix to teacher-force, the letter token ids): the targets `Option A`, `Option B`, ... share
+    their tokens up to the first position where each has its own letter token; with a T5 tokenizer the prefix is
+    `["▁Option"]` and the letters `▁A`, `▁B`, ... (ids 71, 272, 205, 309, 262 in Flan-T5's vocabulary, the
+    reference's `answer_id`)."""
+    from crema_processing.prompts import OPTION_LETTERS
+
+    targets = [f"Option {OPTION_LETTERS[i]}" for i in range(num_options)]
+    ids = [tokenizer(t, add_special_tokens=False).input_ids for t in targets]
+    shortest = min(len(t) for t in ids)
+    position = next((i for i in range(shortest) if len({t[i] for t in ids}) > 1), None)
+    letters = [t[position] for t in ids] if position is not None else []
+    if position is None or len(set(letters)) != num_options or any(t[:position] != ids[0][:position] for t in ids):
+        raise ValueError(f"The tokenizer does not give each of the targets {targets} its own letter token.")
+    return list(ids[0][:position]), letters
+
+
+@torch.no_grad()
+def option_letter_scores(model, processor, inputs: dict[str, torch.Tensor], num_options: int | Sequence[int]):
+    """The reference's multiple-choice scores (DESIGN §3): the decoder is teacher-forced with the decoder start
+    token and "Option", and the log-probabilities of the option letters A, B, ... at the next step (the second
+    answer step) are returned, (B, max options); options beyond an example's count are -inf. The prediction is
+    their argmax (the reference takes the argmax of the same step's scores over its `answer_id` tokens).
+
+    `inputs`: the processor's outputs for B examples (labels are ignored). `num_options`: the number of options,
+    or one count per example."""
+    counts = [int(num_options)] * next(iter(inputs.values())).shape[0] if isinstance(num_options, int) \
+        else [int(c) for c in num_options]
+    prefix, letters = option_letter_step(processor.tokenizer, max(counts))
+    device = next(model.parameters()).device
+    model_inputs = {k: v.to(device) for k, v in inputs.items() if k not in ("labels", "decoder_input_ids")}
+    start = model.config.text_config.decoder_start_token_id
+    decoder_input_ids = torch.tensor([[start, *prefix]] * len(counts), dtype=torch.long, device=device)
+    logits = model(**model_inputs, decoder_input_ids=decoder_input_ids).logits[:, -1, :].float()
+    scores = torch.log_softmax(logits, dim=-1)[:, letters].cpu()
+    for row, count in enumerate(counts):
+        scores[row, count:] = float("-inf")
+    return scores
+
+
+def score_options(
+    model, processor, inputs: dict[str, torch.Tensor], options: Sequence[str], scoring: str = "likelihood"
+) -> torch.Tensor:
+    """One score per option of one example (higher = better): `option_log_likelihoods` for "likelihood",
+    `option_letter_scores` for "reference"."""
+    if scoring == "likelihood":
+        return option_log_likelihoods(model, processor, inputs, options)
+    if scoring == "reference":
+        return option_letter_scores(model, processor, inputs, len(options))[0]
+    raise ValueError(f"Unknown multiple-choice scoring {scoring!r}; choose one of {SCORING_MODES}.")
+
+
 @torch.no_grad()
 def answer_question(
     model,
@@ -321,24 +390,49 @@ def answer_question(
     question: str,
     options: Sequence[str] | None = None,
     companions: dict[str, Any] | None = None,
-    num_beams: int = 5,
-    max_new_tokens: int = 10,
+    num_beams: int | None = None,
+    max_new_tokens: int | None = None,
+    scoring: str = "likelihood",
+    prompt_preset: str | None = None,
+    situation: str | None = None,
 ) -> Answer:
+    """Answer one question about one clip with every modality the model has an adapter for.
+
+    Multiple choice is scored with `scoring` ("likelihood" or "reference", see the module docstring); open-ended
+    questions use beam search (`num_beams` 5, `max_new_tokens` 10 and length penalty -1 unless the prompt preset
+    says otherwise, e.g. 40 new tokens for "sqa3d"). `prompt_preset` (a name of `PROMPT_PRESETS`) builds the
+    prompt as the reference did for that dataset; `situation` is SQA3D's situation text."""
+    if scoring not in SCORING_MODES:
+        raise ValueError(f"Unknown multiple-choice scoring {scoring!r}; choose one of {SCORING_MODES}.")
     companions = {name: value for name, value in (companions or {}).items() if value is not None}
     check_answer_inputs(model, processor, video, companions)
+    extra = {} if prompt_preset is None else {"prompt_preset": prompt_preset}
+    if situation is not None:
+        extra["situation"] = situation
     inputs = processor(
         videos=video, question=question, options=options, **modality_arguments(model, companions),
-        return_tensors="pt",
+        return_tensors="pt", **extra,
     )
     inputs = {key: value for key, value in inputs.items() if key != "labels"}
     used = list(model.config.modality_names)
     if options:
-        scores = option_log_likelihoods(model, processor, inputs, options)
+        scores = score_options(model, processor, inputs, options, scoring)
         best = int(scores.argmax())
-        return Answer(str(options[best]), used, best, scores.tolist())
+        likelihoods = scores.tolist() if scoring == "likelihood" else []
+        return Answer(str(options[best]), used, best, likelihoods, scores.tolist(), scoring)
+    generation = _generation_kwargs(processor, prompt_preset)
+    if num_beams is not None:
+        generation["num_beams"] = num_beams
+    if max_new_tokens is not None:
+        generation["max_new_tokens"] = max_new_tokens
     device = next(model.parameters()).device
-    generated = model.generate(
-        **{k: v.to(device) for k, v in inputs.items()},
-        num_beams=num_beams, max_new_tokens=max_new_tokens, length_penalty=-1.0,
-    )
-    return Answer(processor.decode_answers(generated.cpu())[0], used)
+    generated = model.generate(**{k: v.to(device) for k, v in inputs.items()}, **generation)
+    decode = {} if prompt_preset is None else {"prompt_preset": prompt_preset}
+    return Answer(processor.decode_answers(generated.cpu(), **decode)[0], used)
+
+
+def _generation_kwargs(processor, prompt_preset: str | None) -> dict[str, Any]:
+    """The processor's generation settings for the preset (beam 5, 10 new tokens, length penalty -1 by default)."""
+    if hasattr(processor, "generation_kwargs"):
+        return dict(processor.generation_kwargs(prompt_preset))
+    return {"num_beams": 5, "max_new_tokens": 10, "length_penalty": -1.0}

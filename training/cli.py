@@ -193,9 +193,18 @@ def add_answer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--thermal", help="companion thermal clip (for a thermal adapter)")
     parser.add_argument("--touch", help="companion touch clip (for a touch adapter)")
     parser.add_argument("--point-cloud", help="point-cloud features (.pt/.npy, voxels beside them)")
-    parser.add_argument("--num-beams", type=positive_int, default=5, help="beams for open-ended answers (default 5)")
-    parser.add_argument("--max-new-tokens", type=positive_int, default=10,
-                        help="longest open-ended answer in tokens (default 10)")
+    parser.add_argument("--num-beams", type=positive_int, default=None, help="beams for open-ended answers (default 5)")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=None,
+                        help="longest open-ended answer in tokens (default 10; 40 with --prompt-preset sqa3d)")
+    parser.add_argument("--scoring", choices=("likelihood", "reference"), default="likelihood",
+                        help="multiple choice: rank whole targets 'Option {L}' by log-likelihood (default), or as the "
+                        "reference code: the best option letter at the step after 'Option'")
+    # written out: importing crema_processing for PROMPT_PRESETS would load transformers and slow --help
+    parser.add_argument("--prompt-preset", default=None,
+                        choices=("nextqa", "perception_test", "music_avqa", "sqa3d", "vggsound", "touchqa", "thermalqa"),
+                        help="build the prompt as the reference code did for this dataset (default: the saved "
+                        "processor's)")
+    parser.add_argument("--situation", default=None, help="SQA3D's situation text, prepended to the prompt")
     parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available, else cpu)")
 
 
@@ -213,12 +222,14 @@ def run_answer(args: argparse.Namespace) -> int:
     answer = answer_question(
         model, processor, args.video, args.question, args.options, companions,
         num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
+        scoring=args.scoring, prompt_preset=args.prompt_preset, situation=args.situation,
     )
     print(f"answer: {answer.text}")
     print(f"modalities used: {', '.join(answer.used_modalities)}")
-    if answer.option_log_likelihoods:
-        for option, score in zip(args.options, answer.option_log_likelihoods):
-            print(f"  log-likelihood {score:9.3f}  {option}")
+    if answer.option_scores:
+        label = "log-likelihood" if answer.scoring == "likelihood" else "letter log-prob"
+        for option, score in zip(args.options, answer.option_scores):
+            print(f"  {label} {score:9.3f}  {option}")
     return 0
 
 
