@@ -20,7 +20,10 @@ class QueryTokens(nn.Module):
         self.weight = nn.Parameter(torch.zeros(1, num_query_tokens, hidden_size))
 
     def forward(self, batch_size: int) -> torch.Tensor:
-        return self.weight.expand(batch_size, -1, -1)
+        # Without autograd, expand a detached view: a view of a Parameter made under no_grad confuses tracers such
+        # as FlopCounterMode ("Expected gradient function to be set").
+        weight = self.weight if torch.is_grad_enabled() else self.weight.detach()
+        return weight.expand(batch_size, -1, -1)
 
 
 class ModalityQueryAdapter(nn.Module):

@@ -498,7 +498,7 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
             query_output = self.qformer(
                 query_embeds=adapter.query_tokens(batch * groups),
                 encoder_hidden_states=states,
-                encoder_attention_mask=encoder_mask.to(states.device),
+                encoder_attention_mask=None if encoder_mask is None else encoder_mask.to(states.device),
             ).last_hidden_state
         embeds = adapter.project_to_language(query_output)
         return embeds.view(batch, groups, *embeds.shape[1:])
@@ -527,9 +527,12 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         return self.config.point_position_scale * sinusoidal_point_embedding(coordinates, width)
 
     @staticmethod
-    def _encoder_mask(modality: str, mask: torch.Tensor | None, batch: int, groups: int, tokens: int) -> torch.Tensor:
+    def _encoder_mask(
+        modality: str, mask: torch.Tensor | None, batch: int, groups: int, tokens: int
+    ) -> torch.Tensor | None:
+        """(B*G, N) mask of the encoder states, or None when every token counts (also what works on `meta`)."""
         if mask is None:
-            return torch.ones(batch * groups, tokens, dtype=torch.long)
+            return None
         if mask.ndim == 2:
             mask = mask.unsqueeze(1).expand(batch, groups, mask.shape[-1])
         if mask.shape != (batch, groups, tokens):

@@ -23,6 +23,7 @@ PAPER_BACKBONE = dict(
     text_config=dict(
         model_type="t5", vocab_size=32128, d_model=2048, d_kv=64, d_ff=5120, num_layers=24, num_decoder_layers=24,
         num_heads=32, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+        decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,  # Flan-T5's
     ),
     num_query_tokens=32,
     num_frames=4,
@@ -37,7 +38,7 @@ def paper_config(modalities: Sequence[str], use_fusion: bool | None = None) -> C
     """The paper's configuration for `modalities`; like the paper, fusion from three modalities on."""
     use_fusion = len(modalities) >= 3 if use_fusion is None else use_fusion
     specs = [
-        {"name": name, "feature_size": PAPER_FEATURE_SIZES.get(name), "encoder": "features" if name == "audio" else None}
+        {"name": name, "feature_size": PAPER_FEATURE_SIZES.get(name), "encoder": None}
         for name in modalities
     ]
     return CremaConfig(
