@@ -24,7 +24,7 @@ ENCODER_KINDS = ("vision", "audio", "features", "point_cloud")
 
 
 #: The fields of a modality spec (what `make_modality_spec` takes and an adapter file's metadata may hold).
-MODALITY_SPEC_FIELDS = ("name", "encoder", "feature_size", "prefix", "prefix_token_ids")
+MODALITY_SPEC_FIELDS = ("name", "encoder", "feature_size", "prefix", "prefix_token_ids", "layer_norm_eps")
 
 #: Default encoder kind of the well-known modalities.
 DEFAULT_ENCODER_KINDS = {"audio": "audio", "point_cloud": "point_cloud"}
@@ -36,8 +36,12 @@ def make_modality_spec(
     feature_size: int | None = None,
     prefix: str | None = None,
     prefix_token_ids: list[int] | None = None,
+    layer_norm_eps: float | None = None,
 ) -> dict[str, Any]:
-    """Builds the JSON-serialisable description of one modality, filling the defaults of well-known names."""
+    """Builds the JSON-serialisable description of one modality, filling the defaults of well-known names.
+
+    `layer_norm_eps`: eps of the modality's input LayerNorm; None means the vision encoder's (BLIP-2's 1e-6).
+    Adapters converted from the authors' LAVIS checkpoints use LAVIS's 1e-5."""
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(
             f"Modality name {name!r} is not valid: use a Python identifier such as 'thermal' or 'point_cloud' "
@@ -54,6 +58,7 @@ def make_modality_spec(
         if prefix is None
         else prefix,
         "prefix_token_ids": list(prefix_token_ids or []),
+        "layer_norm_eps": layer_norm_eps,
     }
 
 

@@ -32,6 +32,8 @@ _LORA_KEY = re.compile(
 _MODULE_KEY = re.compile(r"^(query_tokens|t5_proj|ln)_([a-z]+)(?:\.(weight|bias))?$")
 
 
+#: LAVIS's `ln_{m}` LayerNorms use PyTorch's default eps (BLIP-2's `post_layernorm` in transformers: 1e-6).
+LAVIS_LAYER_NORM_EPS = 1e-5
 #: The token layout the authors' released training scripts (`espresso-concat-seq[-gradsel-es]`) used.
 REFERENCE_CHECKPOINT_LAYOUT = "reference_concat"
 
@@ -160,7 +162,8 @@ def convert_reference_checkpoint(
         if name not in ranks:
             raise ValueError(f"Reference modality {name!r} has MMQA tensors but no LoRA weights (w_a_/w_b_).")
         projection = tensors.get(f"{PEFT_KEY_PREFIX}mmqa.{name}.input_projection.weight")
-        spec = make_modality_spec(name, feature_size=None if projection is None else projection.shape[1])
+        spec = make_modality_spec(name, feature_size=None if projection is None else projection.shape[1],
+                                  layer_norm_eps=LAVIS_LAYER_NORM_EPS)
         if spec["feature_size"] is None:
             spec["feature_size"] = tensors[f"{PEFT_KEY_PREFIX}mmqa.{name}.input_layernorm.weight"].shape[0]
         config = modality_lora_config(name, rank=ranks[name], alpha=ranks[name], dropout=lora_dropout)

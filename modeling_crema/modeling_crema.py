@@ -176,6 +176,7 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         prefix: str | None = None,
         prefix_token_ids: list[int] | None = None,
         lora_config: LoraConfig | None = None,
+        layer_norm_eps: float | None = None,
     ) -> None:
         """Attaches a new MMQA adapter for modality `name`, initialised from BLIP-2's queries and projection.
 
@@ -183,13 +184,15 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         """
         if name in self.mmqa:
             raise ValueError(f"Modality {name!r} already has an adapter; `remove_modality({name!r})` first.")
-        spec = make_modality_spec(name, encoder, feature_size, prefix, prefix_token_ids)
+        spec = make_modality_spec(name, encoder, feature_size, prefix, prefix_token_ids, layer_norm_eps)
         if spec["feature_size"] is None:
             spec["feature_size"] = self.config.default_feature_size(spec["encoder"])
         if not spec["prefix_token_ids"]:
             spec["prefix_token_ids"] = self._tokenize_prefix(spec["prefix"])
         self._check_encoder_width(spec)
-        self.mmqa[name] = self._new_query_adapter(spec["feature_size"], copy_vision_layernorm=spec["encoder"] == "vision")
+        self.mmqa[name] = self._new_query_adapter(
+            spec["feature_size"], copy_vision_layernorm=spec["encoder"] == "vision", layer_norm_eps=layer_norm_eps
+        )
         lora_config = lora_config or modality_lora_config(
             name,
             self.config.lora_rank,
@@ -210,7 +213,7 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
                     f"encoder's width {self.config.audio_config.hidden_size}."
                 )
 
-    def build_query_adapter(self, feature_size: int) -> ModalityQueryAdapter:
+    def build_query_adapter(self, feature_size: int, layer_norm_eps: float | None = None) -> ModalityQueryAdapter:
         """A bare MMQA module (queries, LayerNorm, projections) for features of width `feature_size`."""
         config = self.config
         return ModalityQueryAdapter(
@@ -219,11 +222,13 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
             qformer_hidden_size=config.qformer_config.hidden_size,
             text_hidden_size=config.text_config.d_model,
             num_query_tokens=config.num_query_tokens,
-            layer_norm_eps=config.vision_config.layer_norm_eps,
+            layer_norm_eps=config.vision_config.layer_norm_eps if layer_norm_eps is None else layer_norm_eps,
         )
 
-    def _new_query_adapter(self, feature_size: int, copy_vision_layernorm: bool = True) -> ModalityQueryAdapter:
-        adapter = self.build_query_adapter(feature_size).to(device=self.query_tokens.device)
+    def _new_query_adapter(
+        self, feature_size: int, copy_vision_layernorm: bool = True, layer_norm_eps: float | None = None
+    ) -> ModalityQueryAdapter:
+        adapter = self.build_query_adapter(feature_size, layer_norm_eps).to(device=self.query_tokens.device)
         with torch.no_grad():
             adapter.query_tokens.weight.copy_(self.query_tokens)
             adapter.language_projection.load_state_dict(self.language_projection.state_dict())
