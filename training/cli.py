@@ -12,6 +12,8 @@ import contextlib
 import sys
 from typing import Iterator, Sequence
 
+from .cli_types import positive_int
+
 #: (name, one-line help) of each sub-command, in the order `crema --help` lists them.
 COMMANDS = (
     ("params", "trainable parameters per modality adapter and fusion (the paper's size or a saved model)"),
@@ -62,16 +64,6 @@ def modality_list(text: str) -> list[str]:
     if not names:
         raise argparse.ArgumentTypeError("no modality given")
     return names
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
 
 
 # ------------------------------------------------------------------------------------------------- params

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .cli_types import non_negative_int, positive_int
 from .benchmark_datasets import BENCHMARKS, benchmark_info, missing_columns
 from .metrics import accuracy_summary, format_table, score
 
@@ -41,26 +42,6 @@ PROMPT_PRESET_MODES = ("dataset", "none", "processor")
 
 
 # ---------------------------------------------------------------------------------------------- arguments
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
-
-
 def _root(text: str) -> tuple[str, str]:
     name, sep, folder = text.partition("=")
     if not sep or not name.strip() or not folder.strip():
@@ -89,10 +70,10 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--out", help="results JSON (default: crema-eval-DATASET.json); predictions go to "
                      "OUT.predictions.jsonl as they are made")
     run.add_argument("--overwrite", action="store_true", help="start again instead of resuming earlier predictions")
-    run.add_argument("--batch-size", type=_positive_int, default=8, help="questions per model call (default 8)")
-    run.add_argument("--limit", type=_positive_int, default=None, help="evaluate the first N questions only")
-    run.add_argument("--num-beams", type=_positive_int, default=5, help="beams for open-ended answers (default 5)")
-    run.add_argument("--max-new-tokens", type=_positive_int, default=None,
+    run.add_argument("--batch-size", type=positive_int, default=8, help="questions per model call (default 8)")
+    run.add_argument("--limit", type=positive_int, default=None, help="evaluate the first N questions only")
+    run.add_argument("--num-beams", type=positive_int, default=5, help="beams for open-ended answers (default 5)")
+    run.add_argument("--max-new-tokens", type=positive_int, default=None,
                      help="longest open-ended answer (default: 40 for sqa3d, else 10)")
     run.add_argument("--mc-scoring", choices=MC_SCORING, default="letter",
                      help="multiple choice: the option letter's score after 'Option' (default, the reference's) or "
@@ -102,7 +83,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                      "checkpoints saw), none (the paper's Table 11 prompts), or the saved processor's preset")
     run.add_argument("--depth-model", default=None,
                      help="depth-estimation model (folder or Hub id) for depth/normal adapters")
-    run.add_argument("--num-workers", type=_non_negative_int, default=0,
+    run.add_argument("--num-workers", type=non_negative_int, default=0,
                      help="processes decoding clips while the model runs (default 0: in the main process)")
     run.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available, else cpu)")
 

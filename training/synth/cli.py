@@ -6,17 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..cli_types import non_negative_int
 from .vocabulary import QUESTION_TYPES
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
 
 
 def _question_types(text: str) -> list[str]:
@@ -30,9 +21,9 @@ def _question_types(text: str) -> list[str]:
 def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `crema synth`."""
     parser.add_argument("--out", required=True, help="output folder (clips/, depth/, thermal/, normal/, dataset/)")
-    parser.add_argument("--train", type=_count, default=1000, help="training clips (default 1000)")
-    parser.add_argument("--validation", type=_count, default=100, help="validation clips (default 100)")
-    parser.add_argument("--test", type=_count, default=100, help="test clips (default 100)")
+    parser.add_argument("--train", type=non_negative_int, default=1000, help="training clips (default 1000)")
+    parser.add_argument("--validation", type=non_negative_int, default=100, help="validation clips (default 100)")
+    parser.add_argument("--test", type=non_negative_int, default=100, help="test clips (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same data (0)")
     parser.add_argument("--image-size", type=int, default=64, help="frame side in pixels, even, >= 32 (default 64)")
     parser.add_argument("--fps", type=float, default=8.0, help="frames per second (default 8)")
