@@ -132,13 +132,3 @@ def test_model_and_processor_from_one_folder_with_remote_code(tmp_path, tokenize
     assert "ANSWER [" in result.stdout
 
 
-def test_bfloat16_backbone_with_float32_adapters(saved_model, tokenizer):
-    model, directory = saved_model
-    loaded = CremaForConditionalGeneration.from_pretrained(directory, dtype=torch.bfloat16).eval()
-    assert loaded.language_model.dtype == torch.bfloat16
-    assert all(p.dtype == torch.float32 for n, p in loaded.named_parameters() if p.requires_grad)
-    batch = {**modality_inputs(model.config), **text_inputs(tokenizer)}
-    outputs = loaded(**batch)
-    assert outputs.logits.dtype == torch.bfloat16 and torch.isfinite(outputs.loss)
-    torch.testing.assert_close(outputs.logits.float(), model(**batch).logits, atol=0.15, rtol=0.05)
-    assert loaded.generate(**batch, max_new_tokens=2).shape[0] == 2

@@ -145,3 +145,29 @@ def test_reference_layouts_without_fusion(tokenizer, layout):
     expected.text("3D Model: ")
     expected.tokens(embeds["point_cloud"][:, 0])
     expected.check(prepared, text)
+
+
+@pytest.mark.xfail(strict=True, reason="reference layouts with T = 1 put no prefix; the authors' code uses 'Frame: '")
+@pytest.mark.parametrize("layout", ["reference_concat", "reference_add"])
+def test_reference_layouts_with_one_frame_use_the_frame_prefix_without_number(tokenizer, layout):
+    """DESIGN §1.4: with T = 1 the reference's frame prefix is "Frame: "."""
+    model = tiny_crema_model(["video", "depth"], token_layout=layout, num_frames=1)
+    prepared, text = _run(model, tokenizer)
+    embeds = prepared.modality_embeds
+    expected = _Expected(model, tokenizer, 2)
+    expected.text("Frame: ")
+    expected.tokens(embeds["video"][:, 0])
+    expected.tokens(embeds["depth"][:, 0])
+    expected.check(prepared, text)
+
+
+@pytest.mark.xfail(strict=True, reason="a point-cloud-only input gets '3D Model: '; the authors' code uses 'Audio: '")
+@pytest.mark.parametrize("layout", ["reference_concat", "reference_add"])
+def test_reference_layouts_point_cloud_only_input_uses_the_audio_prefix(tokenizer, layout):
+    """DESIGN §1.4: in the reference, a point-cloud-only input is preceded by the "Audio: " prefix."""
+    model = tiny_crema_model(["point_cloud"], token_layout=layout)
+    prepared, text = _run(model, tokenizer)
+    expected = _Expected(model, tokenizer, 2)
+    expected.text("Audio: ")
+    expected.tokens(prepared.modality_embeds["point_cloud"][:, 0])
+    expected.check(prepared, text)

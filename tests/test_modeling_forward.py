@@ -122,22 +122,6 @@ def test_frozen_encoders_stay_in_eval_mode():
     assert not model.vision_model.training and not model.language_model.training and not model.audio_model.training
 
 
-def test_missing_modality_subset_uses_zeros_in_fusion(tokenizer):
-    model = tiny_crema_model(["video", "flow", "depth"], fusion=["video", "flow", "depth"])
-    inputs = modality_inputs(model.config)
-    text = text_inputs(tokenizer)
-    del inputs["depth_pixel_values"]
-    partial = model(**inputs, **text, modalities=["video", "flow"])
-    assert partial.used_modalities == ["video", "flow"]
-    # same as feeding an explicit zero block for depth through the fusion
-    video = model.encode_modality("video", **inputs)
-    flow = model.encode_modality("flow", **inputs)
-    fused = model.fusion([flow, torch.zeros_like(video)])
-    frame_prefix = len(tokenizer("Frame 1: ", add_special_tokens=False).input_ids)
-    start = NUM_FRAMES * (frame_prefix + QUERY_COUNT) + frame_prefix
-    assert torch.allclose(partial.inputs_embeds[:, start : start + QUERY_COUNT], fused[:, 0], atol=1e-6)
-
-
 def test_precomputed_features_match_pixels(tokenizer):
     model = tiny_crema_model(["video", "depth"], fusion=["video", "depth"])
     inputs = modality_inputs(model.config)
@@ -186,25 +170,3 @@ def test_forward_without_answer_scores_the_first_answer_token(tokenizer):
     assert torch.equal(outputs.logits[:, 0].argmax(-1), first_step)
 
 
-@pytest.mark.parametrize("fusion", [True, False])
-def test_modality_contributions_by_leave_one_out(tokenizer, fusion):
-    names = ["video", "flow", "depth"]
-    model = tiny_crema_model(names, fusion=names if fusion else None)
-    randomize_lora_b(model)
-    inputs = modality_inputs(model.config)
-    text = text_inputs(tokenizer)
-    contributions = model.modality_contributions(**text, **inputs)
-    assert sorted(contributions) == ["depth", "flow"]
-
-    def nll(modalities):
-        subset = {k: v for k, v in inputs.items() if k.split("_")[0] in modalities}
-        loss_per_token = torch.nn.functional.cross_entropy(
-            model(**text, **subset, modalities=modalities).logits.transpose(1, 2), text["labels"], reduction="none"
-        )
-        return loss_per_token.sum(dim=-1)
-
-    expected = nll(["video", "depth"]) - nll(names)
-    torch.testing.assert_close(contributions["flow"], expected, rtol=1e-4, atol=1e-4)
-    assert contributions["depth"].shape == (2,) and contributions["depth"].abs().sum() > 0
-    without_labels = model.modality_contributions(text["input_ids"], text["attention_mask"], **inputs)
-    assert sorted(without_labels) == ["depth", "flow"]

@@ -110,7 +110,7 @@ def load_model_and_processing(model_args: CremaModelArguments):
     import torch
     from transformers import AutoProcessor, AutoTokenizer
 
-    import crema_processing  # noqa: F401  (registers CremaProcessor with AutoProcessor)
+    import crema_processing  # noqa: F401  # registers CremaProcessor with AutoProcessor
     from modeling_crema import CremaForConditionalGeneration
 
     model = CremaForConditionalGeneration.from_pretrained(model_args.model_name_or_path)
