@@ -10,25 +10,24 @@ whatever the number of modalities, while concatenation grows with each one. Runs
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
 import torch
-from transformers import Blip2QFormerConfig, Blip2VisionConfig, T5Config
 
 from modeling_crema import CremaConfig, CremaForConditionalGeneration
 from modeling_crema.parameter_report import trainable_parameter_rows
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling small_backbone module
+from small_backbone import small_backbone  # noqa: E402
 
 MODALITY_SETS = [["video"], ["video", "flow"], ["video", "flow", "depth"], ["video", "flow", "depth", "normal"]]
 
 
 def benchmark_config(modalities: list[str], fusion: bool, frames: int) -> CremaConfig:
     return CremaConfig(
-        vision_config=Blip2VisionConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=4,
-                                         num_attention_heads=4, image_size=112, patch_size=14).to_dict(),
-        qformer_config=Blip2QFormerConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=4,
-                                          num_attention_heads=4, encoder_hidden_size=256).to_dict(),
-        text_config=T5Config(vocab_size=1000, d_model=512, d_kv=64, d_ff=1024, num_layers=6, num_heads=8,
-                             decoder_start_token_id=0, pad_token_id=0, eos_token_id=1).to_dict(),
+        **small_backbone(),
         modalities=modalities, use_fusion=fusion and len(modalities) > 1,
         fusion_modalities=modalities if fusion and len(modalities) > 1 else None,
         num_frames=frames, lora_rank=16, lora_dropout=0.0,

@@ -20,30 +20,28 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
-from transformers import Blip2QFormerConfig, Blip2VisionConfig, T5Config
 
 from modeling_crema import CremaConfig, CremaForConditionalGeneration
 from modeling_crema.parameter_report import PAPER_LETTERS
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling small_backbone module
+from small_backbone import small_backbone  # noqa: E402
 
 MODALITY_SETS = [("V",), ("V", "F"), ("V", "F", "D"), ("V", "F", "D", "N")]
 
 
 def small_config(letters: Sequence[str], fusion: bool, frames: int) -> CremaConfig:
-    """The mid-size random backbone of `fusion_vs_concat.py`; Flan-T5's prefix lengths (w words -> w + 2 tokens)."""
+    """The mid-size random backbone of `small_backbone.py`; Flan-T5's prefix lengths (w words -> w + 2 tokens)."""
     names = [PAPER_LETTERS[letter] for letter in letters]
     fusion = fusion and len(names) > 1
     config = CremaConfig(
-        vision_config=Blip2VisionConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=4,
-                                         num_attention_heads=4, image_size=112, patch_size=14).to_dict(),
-        qformer_config=Blip2QFormerConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=4,
-                                          num_attention_heads=4, encoder_hidden_size=256).to_dict(),
-        text_config=T5Config(vocab_size=1000, d_model=512, d_kv=64, d_ff=1024, num_layers=6, num_heads=8,
-                             decoder_start_token_id=0, pad_token_id=0, eos_token_id=1).to_dict(),
+        **small_backbone(),
         modalities=names, use_fusion=fusion, fusion_modalities=names if fusion else None, num_frames=frames,
         lora_rank=16, lora_dropout=0.1,
     )

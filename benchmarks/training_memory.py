@@ -34,12 +34,14 @@ from typing import Callable
 
 import torch
 from torch import nn
-from transformers import Blip2QFormerConfig, Blip2VisionConfig, T5Config
 from transformers.models.blip_2.modeling_blip_2 import Blip2QFormerModel
 
 from modeling_crema import CremaConfig, CremaForConditionalGeneration
 from modeling_crema.adapters import modality_module, route_to_modality
 from modeling_crema.parameter_report import PAPER_BACKBONE
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling small_backbone module
+from small_backbone import small_backbone  # noqa: E402
 
 MODALITIES = ["video", "flow", "depth", "normal"]
 #: The comparison is the first two (equal batch, fusion); the others show where the memory goes.
@@ -53,14 +55,9 @@ GIB = 1024**3
 
 
 def small_config(modalities: list[str], frames: int, fusion: bool = True) -> CremaConfig:
-    """A mid-size random backbone (the one `fusion_vs_concat.py` uses), V,F,D,N with the fusion."""
+    """The mid-size random backbone of `small_backbone.py`, V,F,D,N with the fusion."""
     return with_assumed_prefixes(CremaConfig(
-        vision_config=Blip2VisionConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=4,
-                                         num_attention_heads=4, image_size=112, patch_size=14).to_dict(),
-        qformer_config=Blip2QFormerConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=4,
-                                          num_attention_heads=4, encoder_hidden_size=256).to_dict(),
-        text_config=T5Config(vocab_size=1000, d_model=512, d_kv=64, d_ff=1024, num_layers=6, num_heads=8,
-                             decoder_start_token_id=0, pad_token_id=0, eos_token_id=1).to_dict(),
+        **small_backbone(),
         modalities=modalities, use_fusion=fusion, fusion_modalities=modalities if fusion else None,
         num_frames=frames, lora_rank=16, lora_dropout=0.1,
     ))

@@ -26,16 +26,8 @@ import re
 from typing import Any
 
 from .schema import (
-    AUDIO_EXTENSIONS,
-    AnnotatedRow,
-    AnnotationError,
-    MediaFolder,
-    check_question_type,
-    finish,
-    make_row,
-    read_records,
-    require_fields,
-    resolve_roots,
+    AnnotatedRow, AnnotationError, Folder, builder, check_question_type, find_media, make_row, media_folders,
+    question_list, read_records, require_fields, resolve_roots, video_roots,
 )
 
 NAME = "music_avqa"
@@ -52,31 +44,15 @@ PLACEHOLDER = re.compile(r"<([^<>]+)>")
 
 
 def read(
-    annotation_file: str | os.PathLike,
-    media_root: str | os.PathLike | None = None,
-    *,
-    video_root: str | os.PathLike | None = None,
-    audio_root: str | os.PathLike | None = None,
-    flow_root: str | os.PathLike | None = None,
-    depth_root: str | os.PathLike | None = None,
-    normal_root: str | os.PathLike | None = None,
+    annotation_file: str | os.PathLike, media_root: Folder = None, *, video_root: Folder = None,
+    audio_root: Folder = None, flow_root: Folder = None, depth_root: Folder = None, normal_root: Folder = None,
 ) -> list[AnnotatedRow]:
     """The schema rows of a MUSIC-AVQA annotation file, media paths not yet checked."""
     path = os.fspath(annotation_file)
-    roots = resolve_roots(
-        media_root,
-        {"video": video_root, "audio": audio_root or video_root, "flow": flow_root, "depth": depth_root,
-         "normal": normal_root},
-        {"video": "", "audio": "", "flow": None, "depth": None, "normal": None},
-    )
-    folders = {
-        m: MediaFolder(root, AUDIO_EXTENSIONS, frames_folder=False) if m == "audio" else MediaFolder(root)
-        for m, root in roots.items() if root is not None
-    }
+    audio = resolve_roots(media_root, {"audio": audio_root or video_root}, {"audio": ""})
+    folders = media_folders({**video_roots(media_root, video_root, flow_root, depth_root, normal_root), **audio})
     rows = []
-    for line, record in read_records(path):
-        if isinstance(record, tuple):
-            raise AnnotationError(path, line, "expected a list of question records, got a JSON object")
+    for line, record in question_list(read_records(path), path):
         require_fields(record, ("video_id", "question_id", "type", "question_content"), path, line)
         if record.get("anser") is None and record.get("answer") is None:
             raise AnnotationError(path, line, "missing field anser (the answer; the file spells it 'anser')")
@@ -87,8 +63,7 @@ def read(
             str(record["question_content"]), _parse_list(record.get("templ_values") or [], "templ_values", path, line),
             path, line,
         )
-        video_id = str(record["video_id"]).strip()
-        media = {m: folder.find(video_id) for m, folder in folders.items()}
+        media = find_media(folders, str(record["video_id"]).strip())
         rows.append(AnnotatedRow(line, make_row(
             id=str(record["question_id"]).strip(), dataset=NAME, prompt_preset=NAME, question_type=question_type,
             question=question, answer=answer, modality_word=MODALITY_WORD, **media,
@@ -96,18 +71,8 @@ def read(
     return rows
 
 
-def build(
-    annotation_file: str | os.PathLike,
-    media_root: str | os.PathLike | None = None,
-    *,
-    on_missing: str = "skip",
-    return_report: bool = False,
-    **kwargs: Any,
-):
-    """A `datasets.Dataset` in the shared schema. `media_root`: the folder of the videos
-    (`MUSIC-AVQA-videos-Real`); `video_root`/`audio_root`/`flow_root`/... override it per modality."""
-    rows = read(annotation_file, media_root, **kwargs)
-    return finish(rows, annotation_file, NAME, on_missing, return_report)
+build = builder(read, NAME, """A `datasets.Dataset` in the shared schema. `media_root`: the folder of the videos
+(`MUSIC-AVQA-videos-Real`); `video_root`/`audio_root`/`flow_root`/... override it per modality.""")
 
 
 def fill_placeholders(question: str, values: list[str], path: str = "", line: int | None = None) -> str:

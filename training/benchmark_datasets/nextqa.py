@@ -23,16 +23,8 @@ import os
 from typing import Any
 
 from .schema import (
-    AnnotatedRow,
-    AnnotationError,
-    MediaFolder,
-    check_question_type,
-    finish,
-    make_row,
-    parse_int,
-    read_records,
-    require_fields,
-    resolve_roots,
+    AnnotatedRow, AnnotationError, Folder, builder, check_question_type, find_media, make_row, media_folders,
+    parse_int, question_list, read_records, require_fields, video_roots,
 )
 
 NAME = "nextqa"
@@ -44,42 +36,23 @@ MAX_OPTIONS = 10
 
 
 def read(
-    annotation_file: str | os.PathLike,
-    media_root: str | os.PathLike | None = None,
-    *,
-    video_root: str | os.PathLike | None = None,
-    flow_root: str | os.PathLike | None = None,
-    depth_root: str | os.PathLike | None = None,
-    normal_root: str | os.PathLike | None = None,
+    annotation_file: str | os.PathLike, media_root: Folder = None, *, video_root: Folder = None,
+    flow_root: Folder = None, depth_root: Folder = None, normal_root: Folder = None,
     video_map: str | os.PathLike | dict[str, str] | None = None,
 ) -> list[AnnotatedRow]:
     """The schema rows of a NExT-QA annotation file (csv or json), media paths not yet checked."""
     path = os.fspath(annotation_file)
-    roots = resolve_roots(
-        media_root,
-        {"video": video_root, "flow": flow_root, "depth": depth_root, "normal": normal_root},
-        {"video": "", "flow": None, "depth": None, "normal": None},
-    )
+    roots = video_roots(media_root, video_root, flow_root, depth_root, normal_root)
     mapping = load_video_map(video_map, roots["video"], path)
     return multiple_choice_rows(
         read_records(path), path, dataset=NAME, question_types=QUESTION_TYPES, roots=roots, video_map=mapping,
     )
 
 
-def build(
-    annotation_file: str | os.PathLike,
-    media_root: str | os.PathLike | None = None,
-    *,
-    on_missing: str = "skip",
-    return_report: bool = False,
-    **kwargs: Any,
-):
-    """A `datasets.Dataset` in the shared schema (see `schema.py`). `media_root`: the videos folder;
-    `video_root`/`flow_root`/`depth_root`/`normal_root` override it per modality; `video_map`: a
-    `map_vid_vidorID.json` path or dict. Rows whose media are missing are skipped (`on_missing="skip"`, logged)
-    or refused (`"error"`)."""
-    rows = read(annotation_file, media_root, **kwargs)
-    return finish(rows, annotation_file, NAME, on_missing, return_report)
+build = builder(read, NAME, """A `datasets.Dataset` in the shared schema (see `schema.py`). `media_root`: the
+videos folder; `video_root`/`flow_root`/`depth_root`/`normal_root` override it per modality; `video_map`: a
+`map_vid_vidorID.json` path or dict. Rows whose media are missing are skipped (`on_missing="skip"`, logged) or
+refused (`"error"`).""")
 
 
 def load_video_map(
@@ -123,11 +96,9 @@ def multiple_choice_rows(
     PerceptionTest in the same form). The type comes from a `type_fields` field, else the `{type}_` prefix of
     `qid` (SeViLA json), else `default_type` (an error when None)."""
     video_map = video_map or {}
-    folders = {m: MediaFolder(root) for m, root in roots.items() if root is not None}
+    folders = media_folders(roots)
     rows = []
-    for line, record in records:
-        if isinstance(record, tuple):  # a top-level JSON object: not this format
-            raise AnnotationError(path, line, "expected a list of question records, got a JSON object")
+    for line, record in question_list(records, path):
         require_fields(record, ("video", "question", "answer", "qid"), path, line)
         video = str(record["video"]).strip()
         qid = str(record["qid"]).strip()
@@ -148,8 +119,7 @@ def multiple_choice_rows(
         answer_index = parse_int(record["answer"], "answer (the correct option's index)", path, line)
         if not 0 <= answer_index < len(options):
             raise AnnotationError(path, line, f"answer index {answer_index} is out of range for {len(options)} options")
-        key = video_map.get(video, video)
-        media = {m: folder.find(key) for m, folder in folders.items()}
+        media = find_media(folders, video_map.get(video, video))
         rows.append(AnnotatedRow(line, make_row(
             id=example_id, dataset=dataset, prompt_preset=dataset, question_type=question_type,
             question=str(record["question"]).strip(), options=options, answer=options[answer_index],

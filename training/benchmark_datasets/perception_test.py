@@ -14,21 +14,11 @@ Media: `video_root/{video_id}.mp4` or a folder of frames `video_root/{video_id}/
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from .nextqa import multiple_choice_rows
 from .schema import (
-    NO_QUESTION_TYPE,
-    AnnotatedRow,
-    AnnotationError,
-    MediaFolder,
-    check_question_type,
-    finish,
-    make_row,
-    parse_int,
-    read_records,
-    require_fields,
-    resolve_roots,
+    NO_QUESTION_TYPE, AnnotatedRow, AnnotationError, Folder, builder, check_question_type, find_media, make_row,
+    media_folders, parse_int, read_records, require_fields, video_roots,
 )
 
 NAME = "perception_test"
@@ -39,28 +29,19 @@ ROOTS = ("video", "flow", "depth", "normal")
 
 
 def read(
-    annotation_file: str | os.PathLike,
-    media_root: str | os.PathLike | None = None,
-    *,
-    video_root: str | os.PathLike | None = None,
-    flow_root: str | os.PathLike | None = None,
-    depth_root: str | os.PathLike | None = None,
-    normal_root: str | os.PathLike | None = None,
+    annotation_file: str | os.PathLike, media_root: Folder = None, *, video_root: Folder = None,
+    flow_root: Folder = None, depth_root: Folder = None, normal_root: Folder = None,
 ) -> list[AnnotatedRow]:
     """The schema rows of a PerceptionTest annotation file, media paths not yet checked."""
     path = os.fspath(annotation_file)
-    roots = resolve_roots(
-        media_root,
-        {"video": video_root, "flow": flow_root, "depth": depth_root, "normal": normal_root},
-        {"video": "", "flow": None, "depth": None, "normal": None},
-    )
+    roots = video_roots(media_root, video_root, flow_root, depth_root, normal_root)
     records = read_records(path)
     if not records or not isinstance(records[0][1], tuple):
         return multiple_choice_rows(
             records, path, dataset=NAME, question_types=QUESTION_TYPES, roots=roots,
             type_fields=("area", "type"), default_type=NO_QUESTION_TYPE,
         )
-    folders = {m: MediaFolder(root) for m, root in roots.items() if root is not None}
+    folders = media_folders(roots)
     rows = []
     for line, (video_key, entry) in records:
         if not isinstance(entry, dict):
@@ -70,7 +51,7 @@ def read(
         questions = entry.get("mc_question") or []
         if not isinstance(questions, list):
             raise AnnotationError(path, line, f"video {video_key!r}: mc_question must be a list")
-        media = {m: folder.find(video_id) for m, folder in folders.items()}
+        media = find_media(folders, video_id)
         for question in questions:
             require_fields(question, ("id", "question", "options"), path, line)
             if question.get("answer_id") is None:
@@ -96,15 +77,5 @@ def read(
     return rows
 
 
-def build(
-    annotation_file: str | os.PathLike,
-    media_root: str | os.PathLike | None = None,
-    *,
-    on_missing: str = "skip",
-    return_report: bool = False,
-    **kwargs: Any,
-):
-    """A `datasets.Dataset` in the shared schema. `media_root`: the videos folder; `video_root`/`flow_root`/...
-    override it per modality."""
-    rows = read(annotation_file, media_root, **kwargs)
-    return finish(rows, annotation_file, NAME, on_missing, return_report)
+build = builder(read, NAME, """A `datasets.Dataset` in the shared schema. `media_root`: the videos folder;
+`video_root`/`flow_root`/... override it per modality.""")

@@ -32,9 +32,9 @@ import csv
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Union
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ ON_MISSING_CHOICES = ("skip", "error")
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac") + VIDEO_EXTENSIONS
+#: A folder (or file) argument of a builder; None = not given.
+Folder = Union[str, os.PathLike, None]
 
 
 def features():
@@ -192,6 +194,24 @@ def finish(
     return (data, report) if return_report else data
 
 
+def builder(read: Callable[..., list[AnnotatedRow]], dataset: str, doc: str) -> Callable[..., Any]:
+    """A benchmark's `build` (its `read`, then `finish`), so every builder checks media and reports alike."""
+
+    def build(
+        annotation_file: str | os.PathLike,
+        media_root: Folder = None,
+        *,
+        on_missing: str = "skip",
+        return_report: bool = False,
+        **kwargs: Any,
+    ):
+        rows = read(annotation_file, media_root, **kwargs)
+        return finish(rows, annotation_file, dataset, on_missing, return_report)
+
+    build.__doc__, build.__module__, build.__qualname__ = doc, read.__module__, "build"
+    return build
+
+
 def missing_columns(column_names: Iterable[str]) -> list[str]:
     """The schema columns a dataset lacks."""
     present = set(column_names)
@@ -318,6 +338,14 @@ class _LineCounter:
         return self.line
 
 
+def question_list(records: Iterable[tuple[int, Any]], path: str) -> Iterator[tuple[int, Any]]:
+    """The records of a file that must hold a list of questions: a top-level JSON object is refused, not misread."""
+    for line, record in records:
+        if isinstance(record, tuple):
+            raise AnnotationError(path, line, "expected a list of question records, got a JSON object")
+        yield line, record
+
+
 def require_fields(record: Any, fields: Sequence[str], path: str, line: int) -> None:
     """Refuse a record that is not an object or lacks one of `fields`."""
     if not isinstance(record, dict):
@@ -415,6 +443,19 @@ def find_in_folders(folders: Sequence[MediaFolder], *stems: str | int) -> str:
     return folders[0].find(*stems)
 
 
+def media_folders(roots: dict[str, str | None]) -> dict[str, MediaFolder]:
+    """A `MediaFolder` per given root (audio ones match audio files, not frame folders), so builders agree on it."""
+    return {
+        m: MediaFolder(root, AUDIO_EXTENSIONS, frames_folder=False) if m == "audio" else MediaFolder(root)
+        for m, root in roots.items() if root is not None
+    }
+
+
+def find_media(folders: dict[str, MediaFolder], *stems: str | int) -> dict[str, str]:
+    """Each folder's file for `stems`, keyed by modality: the media columns of one row."""
+    return {m: folder.find(*stems) for m, folder in folders.items()}
+
+
 def _clean(stem: str | int) -> str:
     return str(stem).strip().strip("/")
 
@@ -437,6 +478,17 @@ def resolve_roots(
         else:
             roots[modality] = None
     return roots
+
+
+def video_roots(
+    media_root: Folder, video: Folder, flow: Folder, depth: Folder, normal: Folder
+) -> dict[str, str | None]:
+    """The roots of a video benchmark (clips in `media_root` unless given; flow/depth/normal frames only where
+    given), which several benchmarks share."""
+    return resolve_roots(
+        media_root, {"video": video, "flow": flow, "depth": depth, "normal": normal},
+        {"video": "", "flow": None, "depth": None, "normal": None},
+    )
 
 
 @dataclass

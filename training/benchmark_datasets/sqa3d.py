@@ -18,17 +18,10 @@ Media:
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from .schema import (
-    AnnotatedRow,
-    AnnotationError,
-    MediaFolder,
-    finish,
-    make_row,
-    read_records,
-    require_fields,
-    resolve_roots,
+    AnnotatedRow, AnnotationError, Folder, MediaFolder, builder, find_media, make_row, media_folders, question_list,
+    read_records, require_fields, resolve_roots,
 )
 
 NAME = "sqa3d"
@@ -61,13 +54,8 @@ def point_cloud_folders(root: str) -> tuple[MediaFolder, MediaFolder]:
 
 
 def read(
-    annotation_file: str | os.PathLike,
-    media_root: str | os.PathLike | None = None,
-    *,
-    video_root: str | os.PathLike | None = None,
-    depth_root: str | os.PathLike | None = None,
-    normal_root: str | os.PathLike | None = None,
-    point_cloud_root: str | os.PathLike | None = None,
+    annotation_file: str | os.PathLike, media_root: Folder = None, *, video_root: Folder = None,
+    depth_root: Folder = None, normal_root: Folder = None, point_cloud_root: Folder = None,
 ) -> list[AnnotatedRow]:
     """The schema rows of an SQA3D annotation file, media paths not yet checked."""
     path = os.fspath(annotation_file)
@@ -76,12 +64,10 @@ def read(
         {"video": video_root, "depth": depth_root, "normal": normal_root, "point_cloud": point_cloud_root},
         {"video": "", "depth": None, "normal": None, "point_cloud": ""},
     )
-    folders = {m: MediaFolder(roots[m]) for m in ("video", "depth", "normal") if roots[m] is not None}
+    folders = media_folders({m: roots[m] for m in ("video", "depth", "normal")})
     clouds = point_cloud_folders(roots["point_cloud"]) if roots["point_cloud"] is not None else None
     rows = []
-    for line, record in read_records(path):
-        if isinstance(record, tuple):
-            raise AnnotationError(path, line, "expected a list of question records, got a JSON object")
+    for line, record in question_list(read_records(path), path):
         require_fields(record, ("scene_id", "question", "answers", "question_id"), path, line)
         answers = record["answers"]
         if isinstance(answers, str):
@@ -89,7 +75,7 @@ def read(
         if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
             raise AnnotationError(path, line, f"answers must be a non-empty list of strings, got {answers!r}")
         scene = str(record["scene_id"]).strip()
-        media = {m: folder.find(scene) for m, folder in folders.items()}
+        media = find_media(folders, scene)
         if clouds is not None:
             media["point_cloud"], media["point_cloud_voxels"] = clouds[0].find(scene), clouds[1].find(scene)
         question = str(record["question"]).strip()
@@ -102,15 +88,6 @@ def read(
     return rows
 
 
-def build(
-    annotation_file: str | os.PathLike,
-    media_root: str | os.PathLike | None = None,
-    *,
-    on_missing: str = "skip",
-    return_report: bool = False,
-    **kwargs: Any,
-):
-    """A `datasets.Dataset` in the shared schema. `media_root`: the folder holding the point-cloud feature
-    folders and the scene videos; `point_cloud_root`/`video_root`/`depth_root`/`normal_root` override it."""
-    rows = read(annotation_file, media_root, **kwargs)
-    return finish(rows, annotation_file, NAME, on_missing, return_report)
+build = builder(read, NAME, """A `datasets.Dataset` in the shared schema. `media_root`: the folder holding the
+point-cloud feature folders and the scene videos; `point_cloud_root`/`video_root`/`depth_root`/`normal_root`
+override it.""")

@@ -13,10 +13,9 @@ bare `{question_id}` are accepted). `video_root=` / `thermal_root=` name other f
 from __future__ import annotations
 
 import os
-from typing import Any
 
-from .schema import NO_QUESTION_TYPE, AnnotatedRow, finish
-from .touchqa import read_sensor_qa
+from .schema import NO_QUESTION_TYPE, AnnotatedRow, Folder, builder
+from .touchqa import SensorQA, read_sensor_qa
 
 NAME = "thermalqa"
 TITLE = "ThermalQA"
@@ -26,32 +25,16 @@ ROOTS = ("video", "thermal")
 DEFAULT_QUESTION = "What action might have occurred before this video?"
 
 
-def read(
-    annotation_file: str | os.PathLike,
-    media_root: str | os.PathLike | None = None,
-    *,
-    video_root: str | os.PathLike | None = None,
-    thermal_root: str | os.PathLike | None = None,
-    question: str | None = None,
-) -> list[AnnotatedRow]:
+SENSOR_QA = SensorQA(NAME, "thermal", MODALITY_WORD, DEFAULT_QUESTION, (
+    ("thermal_frames", ("{stem}",)), ("thermal_clips", ("{stem}_touch", "{stem}_thermal", "{stem}")),
+))
+
+
+def read(annotation_file: str | os.PathLike, media_root: Folder = None, *, video_root: Folder = None,
+         thermal_root: Folder = None, question: str | None = None) -> list[AnnotatedRow]:
     """The schema rows of a ThermalQA annotation file, media paths not yet checked."""
-    return read_sensor_qa(
-        annotation_file, media_root, dataset=NAME, sensor="thermal", modality_word=MODALITY_WORD,
-        default_question=DEFAULT_QUESTION,
-        sensor_layout=(("thermal_frames", ("{stem}",)),
-                       ("thermal_clips", ("{stem}_touch", "{stem}_thermal", "{stem}"))),
-        video_root=video_root, sensor_root=thermal_root, question=question,
-    )
+    return read_sensor_qa(SENSOR_QA, annotation_file, media_root, video_root, thermal_root, question)
 
 
-def build(
-    annotation_file: str | os.PathLike,
-    media_root: str | os.PathLike | None = None,
-    *,
-    on_missing: str = "skip",
-    return_report: bool = False,
-    **kwargs: Any,
-):
-    """A `datasets.Dataset` in the shared schema (see the module docstring for the media layout)."""
-    rows = read(annotation_file, media_root, **kwargs)
-    return finish(rows, annotation_file, NAME, on_missing, return_report)
+build = builder(read, NAME, "A `datasets.Dataset` in the shared schema (see the module docstring for the media "
+                "layout).")

@@ -15,19 +15,11 @@ Media, as the authors' tools write them under `media_root`: the clip as frames `
 from __future__ import annotations
 
 import os
-from typing import Any
+from dataclasses import dataclass
 
 from .schema import (
-    NO_QUESTION_TYPE,
-    AnnotatedRow,
-    AnnotationError,
-    MediaFolder,
-    find_in_folders,
-    finish,
-    make_row,
-    optional_folder,
-    read_records,
-    require_fields,
+    NO_QUESTION_TYPE, AnnotatedRow, AnnotationError, Folder, MediaFolder, builder, find_in_folders, make_row,
+    optional_folder, question_list, read_records, require_fields,
 )
 
 NAME = "touchqa"
@@ -38,21 +30,27 @@ ROOTS = ("video", "touch")
 DEFAULT_QUESTION = "What material is the person touching?"
 
 
+@dataclass(frozen=True)
+class SensorQA:
+    """What sets one "frames + fixed question + class label" benchmark (TouchQA, ThermalQA) apart. `sensor_layout`:
+    (sub-folder of `media_root`, file-name patterns) pairs tried in order for the sensor clip."""
+
+    dataset: str
+    sensor: str
+    modality_word: str
+    default_question: str
+    sensor_layout: tuple[tuple[str, tuple[str, ...]], ...]
+
+
 def read_sensor_qa(
+    spec: SensorQA,
     annotation_file: str | os.PathLike,
-    media_root: str | os.PathLike | None,
-    *,
-    dataset: str,
-    sensor: str,
-    modality_word: str,
-    default_question: str,
-    sensor_layout: tuple[tuple[str, tuple[str, ...]], ...],
-    video_root: str | os.PathLike | None = None,
-    sensor_root: str | os.PathLike | None = None,
+    media_root: Folder,
+    video_root: Folder = None,
+    sensor_root: Folder = None,
     question: str | None = None,
 ) -> list[AnnotatedRow]:
-    """Rows of a "frames + fixed question + class label" annotation file (TouchQA, ThermalQA). `sensor_layout`:
-    (sub-folder of `media_root`, file-name patterns) pairs tried in order for the sensor clip."""
+    """Rows of a "frames + fixed question + class label" annotation file (TouchQA, ThermalQA)."""
     path = os.fspath(annotation_file)
     video_folders: list[MediaFolder] = []
     sensor_folders: list[MediaFolder] = []
@@ -61,17 +59,15 @@ def read_sensor_qa(
     elif media_root is not None:
         video_folders += [MediaFolder(os.path.join(media_root, "video_frames")),
                           MediaFolder(os.path.join(media_root, "clips"), frames_folder=False)]
-    patterns = tuple(dict.fromkeys(p for _, names in sensor_layout for p in names))
+    patterns = tuple(dict.fromkeys(p for _, names in spec.sensor_layout for p in names))
     if sensor_root is not None:
         sensor_folders.append(MediaFolder(optional_folder(sensor_root), patterns=patterns))
     elif media_root is not None:
         sensor_folders += [MediaFolder(os.path.join(media_root, folder), patterns=names,
                                        frames_folder=folder.endswith("frames"))
-                           for folder, names in sensor_layout]
+                           for folder, names in spec.sensor_layout]
     rows = []
-    for line, record in read_records(path):
-        if isinstance(record, tuple):
-            raise AnnotationError(path, line, "expected a list of question records, got a JSON object")
+    for line, record in question_list(read_records(path), path):
         require_fields(record, ("question_id",), path, line)
         label = record.get("answer", record.get("label"))
         if label is None or not str(label).strip():
@@ -81,40 +77,24 @@ def read_sensor_qa(
         if video_folders:
             media["video"] = find_in_folders(video_folders, question_id)
         if sensor_folders:
-            media[sensor] = find_in_folders(sensor_folders, question_id)
-        text = str(record.get("question") or question or default_question).strip()
+            media[spec.sensor] = find_in_folders(sensor_folders, question_id)
+        text = str(record.get("question") or question or spec.default_question).strip()
         rows.append(AnnotatedRow(line, make_row(
-            id=question_id, dataset=dataset, prompt_preset=dataset, question_type=NO_QUESTION_TYPE, question=text,
-            answer=str(label).strip(), modality_word=modality_word, **media,
+            id=question_id, dataset=spec.dataset, prompt_preset=spec.dataset, question_type=NO_QUESTION_TYPE,
+            question=text, answer=str(label).strip(), modality_word=spec.modality_word, **media,
         )))
     return rows
 
 
-def read(
-    annotation_file: str | os.PathLike,
-    media_root: str | os.PathLike | None = None,
-    *,
-    video_root: str | os.PathLike | None = None,
-    touch_root: str | os.PathLike | None = None,
-    question: str | None = None,
-) -> list[AnnotatedRow]:
+SENSOR_QA = SensorQA(NAME, "touch", MODALITY_WORD, DEFAULT_QUESTION,
+                     (("touch_frames", ("{stem}",)), ("touch_clips", ("{stem}_touch", "{stem}"))))
+
+
+def read(annotation_file: str | os.PathLike, media_root: Folder = None, *, video_root: Folder = None,
+         touch_root: Folder = None, question: str | None = None) -> list[AnnotatedRow]:
     """The schema rows of a TouchQA annotation file, media paths not yet checked."""
-    return read_sensor_qa(
-        annotation_file, media_root, dataset=NAME, sensor="touch", modality_word=MODALITY_WORD,
-        default_question=DEFAULT_QUESTION,
-        sensor_layout=(("touch_frames", ("{stem}",)), ("touch_clips", ("{stem}_touch", "{stem}"))),
-        video_root=video_root, sensor_root=touch_root, question=question,
-    )
+    return read_sensor_qa(SENSOR_QA, annotation_file, media_root, video_root, touch_root, question)
 
 
-def build(
-    annotation_file: str | os.PathLike,
-    media_root: str | os.PathLike | None = None,
-    *,
-    on_missing: str = "skip",
-    return_report: bool = False,
-    **kwargs: Any,
-):
-    """A `datasets.Dataset` in the shared schema (see the module docstring for the media layout)."""
-    rows = read(annotation_file, media_root, **kwargs)
-    return finish(rows, annotation_file, NAME, on_missing, return_report)
+build = builder(read, NAME, "A `datasets.Dataset` in the shared schema (see the module docstring for the media "
+                "layout).")

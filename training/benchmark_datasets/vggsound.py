@@ -13,19 +13,10 @@ default the video files' own track.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from .schema import (
-    AUDIO_EXTENSIONS,
-    NO_QUESTION_TYPE,
-    AnnotatedRow,
-    AnnotationError,
-    MediaFolder,
-    finish,
-    make_row,
-    parse_int,
-    read_csv,
-    resolve_roots,
+    NO_QUESTION_TYPE, AnnotatedRow, AnnotationError, Folder, builder, find_media, make_row, media_folders, parse_int,
+    read_csv, resolve_roots,
 )
 
 NAME = "vggsound"
@@ -38,13 +29,8 @@ FIELDS = ("youtube_id", "start_seconds", "label", "split")
 
 
 def read(
-    annotation_file: str | os.PathLike,
-    media_root: str | os.PathLike | None = None,
-    *,
-    video_root: str | os.PathLike | None = None,
-    audio_root: str | os.PathLike | None = None,
-    split: str | None = None,
-    question: str | None = None,
+    annotation_file: str | os.PathLike, media_root: Folder = None, *, video_root: Folder = None,
+    audio_root: Folder = None, split: str | None = None, question: str | None = None,
 ) -> list[AnnotatedRow]:
     """The schema rows of `vggsound.csv` (one split with `split=`), media paths not yet checked."""
     path = os.fspath(annotation_file)
@@ -54,10 +40,7 @@ def read(
         raise FileNotFoundError(f"no such annotation file: {path}")
     roots = resolve_roots(media_root, {"video": video_root, "audio": audio_root or video_root},
                           {"video": "", "audio": ""})
-    folders = {
-        m: MediaFolder(root, AUDIO_EXTENSIONS, frames_folder=False) if m == "audio" else MediaFolder(root)
-        for m, root in roots.items() if root is not None
-    }
+    folders = media_folders(roots)
     question = (question or DEFAULT_QUESTION).strip()
     rows = []
     records = read_csv(path, header=False, fieldnames=FIELDS)
@@ -72,7 +55,7 @@ def read(
             continue
         youtube_id = record["youtube_id"].strip()
         stems = (f"{youtube_id}_{start:06d}", f"{youtube_id}_{start}", youtube_id)
-        media = {m: folder.find(*stems) for m, folder in folders.items()}
+        media = find_media(folders, *stems)
         rows.append(AnnotatedRow(line, make_row(
             id=stems[0], dataset=NAME, prompt_preset=NAME, question_type=NO_QUESTION_TYPE, question=question,
             answer=label, modality_word=MODALITY_WORD, **media,
@@ -80,15 +63,5 @@ def read(
     return rows
 
 
-def build(
-    annotation_file: str | os.PathLike,
-    media_root: str | os.PathLike | None = None,
-    *,
-    on_missing: str = "skip",
-    return_report: bool = False,
-    **kwargs: Any,
-):
-    """A `datasets.Dataset` in the shared schema. `media_root`: the clips folder; `split="test"` keeps the test
-    split; `question=` replaces `DEFAULT_QUESTION`."""
-    rows = read(annotation_file, media_root, **kwargs)
-    return finish(rows, annotation_file, NAME, on_missing, return_report)
+build = builder(read, NAME, """A `datasets.Dataset` in the shared schema. `media_root`: the clips folder;
+`split="test"` keeps the test split; `question=` replaces `DEFAULT_QUESTION`.""")
