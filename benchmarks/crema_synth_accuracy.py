@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--work", default="crema-tiny-work")
     parser.add_argument("--model", default=str(ROOT / "modeling_crema" / "pretrained" / "crema-tiny"))
     parser.add_argument("--variants", default="shipped,shipped_video_only,video")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -226,6 +226,13 @@ def _audio_feature_extractor(source: str, is_local: bool):
 
 
 # ---------------------------------------------------------------------------------------------- crema answer
+def default_model_path() -> str:
+    """crema-tiny, the small CREMA (video, flow, thermal) trained on CREMA-Synth and shipped with the package."""
+    from importlib.resources import files
+
+    return str(files("modeling_crema") / "pretrained" / "crema-tiny")
+
+
 def load_model_and_processor(
     model_name_or_path: str | os.PathLike, device: str = "cpu", depth_model: str | os.PathLike | None = None
 ):

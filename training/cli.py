@@ -173,8 +173,10 @@ def run_init(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------------- answer
 def add_answer_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="a saved CREMA folder (model + processor, see `crema init`) or Hub id")
-    parser.add_argument("video", help="the clip (video file or folder of frames)")
+    parser.add_argument("model", metavar="[MODEL]",
+                        help="a saved CREMA folder (model + processor, see `crema init`) or Hub id; leave it out to "
+                        "use crema-tiny, the default model shipped with the package")
+    parser.add_argument("video", nargs="?", default=None, help="the clip (video file or folder of frames)")
     parser.add_argument("--question", required=True, help="the question about the clip")
     parser.add_argument("--option", action="append", dest="options",
                         help="a multiple-choice option (repeat it); without options the answer is generated")
@@ -203,11 +205,13 @@ def add_answer_arguments(parser: argparse.ArgumentParser) -> None:
 def run_answer(args: argparse.Namespace) -> int:
     import torch
 
-    from .answer import answer_question, load_model_and_processor
+    from .answer import answer_question, default_model_path, load_model_and_processor
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: CUDA is not available here; use --device cpu")
+    if args.video is None:  # `crema answer CLIP ...`: the default model
+        args.model, args.video = default_model_path(), args.model
     model, processor = load_model_and_processor(args.model, device, depth_model=args.depth_model)
     companions = {"audio": args.audio_file, "thermal": args.thermal, "touch": args.touch,
                   "point_cloud": args.point_cloud}

@@ -1,0 +1,86 @@
+"""The committed crema-tiny model: it loads (with and without the crema packages importable), its backbone is
+frozen, its separate adapter folders equal the model's adapters, and it answers the example clip's question."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from clean_env import IMPORT_GUARD, python_without_crema, run_isolated
+
+ROOT = Path(__file__).resolve().parents[1]
+PRETRAINED = ROOT / "modeling_crema" / "pretrained"
+MODEL = PRETRAINED / "crema-tiny"
+EXAMPLES = ROOT / "examples"
+EXAMPLE = json.loads((EXAMPLES / "example.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def model():
+    from modeling_crema import CremaForConditionalGeneration
+
+    return CremaForConditionalGeneration.from_pretrained(MODEL)
+
+
+def test_loads_with_auto_model_and_backbone_is_frozen(model):
+    from transformers import AutoModel
+
+    auto = AutoModel.from_pretrained(MODEL, trust_remote_code=True)
+    assert type(auto).__name__ == "CremaForConditionalGeneration"
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    backbone = [name for name, _ in model.named_parameters()
+                if name.startswith(("vision_model.", "language_model.")) and ".lora_" not in name]
+    assert backbone and not trainable.intersection(backbone)
+    for (name, a), (_, b) in zip(model.state_dict().items(), auto.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_separate_adapter_folders_equal_the_model(model):
+    from modeling_crema import CremaForConditionalGeneration
+
+    for m in model.config.modality_names:
+        folder = PRETRAINED / f"crema-tiny-{m}"
+        assert folder.is_dir(), folder
+        other = CremaForConditionalGeneration.from_pretrained(MODEL)
+        reference = {k: v.clone() for k, v in other.state_dict().items()}
+        with torch.no_grad():  # spoil the adapter, then load it back from its own folder
+            for name, p in other.named_parameters():
+                if f".{m}." in name or name.endswith(f".{m}"):
+                    p.add_(1.0)
+        other.load_adapter(str(folder), m)
+        state = other.state_dict()
+        for key, value in reference.items():
+            assert torch.equal(state[key], value), (m, key)
+
+
+def test_loads_without_the_crema_packages(tmp_path):
+    python = python_without_crema(tmp_path)
+    script = IMPORT_GUARD + (
+        "from transformers import AutoModel\n"
+        f"model = AutoModel.from_pretrained({str(MODEL)!r}, trust_remote_code=True)\n"
+        "print(type(model).__name__, sorted(model.config.modality_names))\n"
+    )
+    result = run_isolated(python, script, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "CremaForConditionalGeneration" in result.stdout
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["model-named", "default-model"])
+def test_answers_the_example_question(capsys, named):
+    """The README's first command: the shipped model (named, or the default when none is named) answers the
+    example clip's question, which needs the thermal adapter, correctly."""
+    from crema_training.answer import default_model_path
+    from crema_training.cli import main
+
+    assert Path(default_model_path()) == MODEL
+    argv = ["answer", *([str(MODEL)] if named else []), str(EXAMPLES / EXAMPLE["clip"]), "--question", EXAMPLE["question"],
+            *[x for option in EXAMPLE["options"] for x in ("--option", option)], "--device", "cpu"]
+    if EXAMPLE.get("thermal"):
+        argv += ["--thermal", str(EXAMPLES / EXAMPLE["thermal"])]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].removeprefix("answer: ") == EXAMPLE["answer"]
+    assert lines[1] == "modalities used: video, flow, thermal"

@@ -1,0 +1,100 @@
+"""From the frozen pre-trained backbone to crema-tiny: CREMA with one adapter per modality, trained with
+`CremaTrainer` (modality-sequential updates, adaptive early exit) on cached frozen features; and the held-out
+evaluation (multiple choice ranked by option log-likelihood, as `crema answer` does)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .backbone import NUM_FRAMES
+
+
+def build_crema(backbone_folder, tokenizer, modalities, fusion: bool = True):
+    from modeling_crema import CremaForConditionalGeneration
+
+    return CremaForConditionalGeneration.from_blip2(
+        str(backbone_folder), modalities=list(modalities), tokenizer=tokenizer, num_frames=NUM_FRAMES,
+        fusion_modalities=list(modalities) if fusion and len(modalities) > 1 else None,
+        use_fusion=bool(fusion and len(modalities) > 1), lora_rank=8, lora_dropout=0.0,
+    )
+
+
+@torch.no_grad()
+def clip_features(model, clips, modalities, batch_size: int = 64):
+    """clip_id -> {m: (T, N, D) frozen pre-LayerNorm ViT states}."""
+    ids = list(clips)
+    out = {cid: {} for cid in ids}
+    for m in modalities:
+        for i in range(0, len(ids), batch_size):
+            chunk = ids[i:i + batch_size]
+            pixels = torch.stack([clips[c][m] for c in chunk])
+            feats = model.encode_frozen_features(m, **{f"{m}_pixel_values": pixels})
+            for c, f in zip(chunk, feats):
+                out[c][m] = f.clone()
+    return out
+
+
+def training_dataset(rows, features, modalities):
+    from datasets import Dataset
+
+    data = {"input_ids": [r["input_ids"] for r in rows], "labels": [r["labels"] for r in rows],
+            "question_type": [r["question_type"] for r in rows]}
+    for m in modalities:
+        data[f"{m}_features"] = np.stack([features[r["clip_id"]][m].numpy() for r in rows])
+    return Dataset.from_dict(data).with_format("torch")
+
+
+def train_crema(model, processor, rows, features, output_dir, epochs: int = 10, batch_size: int = 32,
+                lr: float = 1e-3, schedule: str = "sequential", early_exit: bool = True, seed: int = 42):
+    from ..arguments import CremaTrainingArguments
+    from ..trainer import CremaTrainer
+
+    modalities = list(model.config.modality_names)
+    args = CremaTrainingArguments(
+        output_dir=str(output_dir), modalities=modalities, modality_schedule=schedule, early_exit=early_exit,
+        early_exit_tau=1.4, early_exit_start_epoch=3, per_device_train_batch_size=batch_size,
+        num_train_epochs=epochs, learning_rate=lr, warmup_steps=10, random_resized_crop=False, llm_dropout=False,
+        save_strategy="no", eval_strategy="no", report_to=[], logging_steps=50, use_cpu=True, seed=seed,
+        dataloader_num_workers=0, disable_tqdm=True,
+    )
+    model.train()
+    trainer = CremaTrainer(model=model, args=args, train_dataset=training_dataset(rows, features, modalities),
+                           processing_class=processor)
+    trainer.train()
+    model.eval()
+    return trainer
+
+
+@torch.no_grad()
+def evaluate(model, tokenizer, rows, features, modalities=None, batch_size: int = 64) -> dict[str, float]:
+    """Accuracy per question type: each option's target `Option {L}` scored by its summed log-likelihood."""
+    from crema_processing.prompts import multiple_choice_target
+
+    used = list(model.config.modality_names) if modalities is None else list(modalities)
+    expanded = [(r, k) for r in rows for k in range(len(r["options"]))]
+    scores = []
+    for i in range(0, len(expanded), batch_size):
+        chunk = expanded[i:i + batch_size]
+        ids = [r["input_ids"] for r, _ in chunk]
+        width = max(map(len, ids))
+        input_ids = torch.tensor([s + [tokenizer.pad_token_id] * (width - len(s)) for s in ids])
+        targets = tokenizer([multiple_choice_target(k, r["options"]) for r, k in chunk], padding=True,
+                            return_tensors="pt").input_ids
+        labels = targets.masked_fill(targets == tokenizer.pad_token_id, -100)
+        inputs = {f"{m}_features": torch.stack([features[r["clip_id"]][m] for r, _ in chunk]) for m in used}
+        kwargs = {} if modalities is None else {"modalities": used}
+        logits = model(input_ids=input_ids, attention_mask=(input_ids != tokenizer.pad_token_id).long(),
+                       labels=labels, **inputs, **kwargs).logits
+        logp = torch.log_softmax(logits.float(), -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        scores += (logp * (labels != -100)).sum(-1).tolist()
+    hits: dict[str, list[int]] = {}
+    position = 0
+    for r in rows:
+        n = len(r["options"])
+        guess = int(np.argmax(scores[position:position + n]))
+        position += n
+        hits.setdefault(r["question_type"], []).append(int(guess == r["answer_index"]))
+    result = {k: sum(v) / len(v) for k, v in sorted(hits.items())}
+    result["all"] = sum(sum(v) for v in hits.values()) / sum(len(v) for v in hits.values())
+    return result

@@ -1,0 +1,98 @@
+"""Per-rendering QA pre-training of the tiny backbone: the stand-in for BLIP-2's broad pre-training. Each example is
+one rendering of a one-object clip (RGB frames -> colour / shape, flow -> direction, depth -> near / far, thermal ->
+hot, normals -> facing) with its CREMA-Synth question; the LLM reads `Frame t: <visual tokens of frame t>` for
+every frame, then the prompt, as CREMA's video path lays them out. Everything (ViT, Q-Former, query tokens,
+projection, T5) trains; afterwards the whole backbone is frozen."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import torch
+
+
+def visual_embeds(blip2, tokenizer, pixel_values: torch.Tensor) -> torch.Tensor:
+    """(B, T, 3, H, W) -> LLM input embeddings `Frame 1: q(1) ... Frame T: q(T)` of shape (B, L, D)."""
+    batch, frames = pixel_values.shape[:2]
+    states = blip2.vision_model(pixel_values=pixel_values.flatten(0, 1)).last_hidden_state
+    queries = blip2.query_tokens.expand(states.shape[0], -1, -1)
+    mask = torch.ones(states.shape[:2], dtype=torch.long, device=states.device)
+    query_out = blip2.qformer(query_embeds=queries, encoder_hidden_states=states,
+                              encoder_attention_mask=mask).last_hidden_state
+    tokens = blip2.language_projection(query_out).view(batch, frames, queries.shape[1], -1)
+    embed = blip2.language_model.get_input_embeddings()
+    parts = []
+    for t in range(frames):
+        ids = tokenizer(f"Frame {t + 1}: ", add_special_tokens=False).input_ids
+        parts.append(embed(torch.tensor(ids, device=states.device)).unsqueeze(0).expand(batch, -1, -1))
+        parts.append(tokens[:, t])
+    return torch.cat(parts, dim=1)
+
+
+def _pad(sequences: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(s) for s in sequences)
+    return torch.tensor([s + [value] * (width - len(s)) for s in sequences])
+
+
+def qa_loss(blip2, tokenizer, pixel_values, input_ids: list[list[int]], labels: list[list[int]]):
+    visual = visual_embeds(blip2, tokenizer, pixel_values)
+    device = pixel_values.device
+    ids = _pad(input_ids, tokenizer.pad_token_id).to(device)
+    text = blip2.language_model.get_input_embeddings()(ids)
+    embeds = torch.cat([visual, text], dim=1)
+    mask = torch.cat([torch.ones(visual.shape[:2], dtype=torch.long, device=device),
+                      (ids != tokenizer.pad_token_id).long()], 1)
+    target = _pad(labels, -100).to(device)
+    return blip2.language_model(inputs_embeds=embeds, attention_mask=mask, labels=target)
+
+
+def pretrain(blip2, tokenizer, clips, rows, epochs: int = 12, batch_size: int = 32, lr: float = 1e-3,
+             seed: int = 0, log=print) -> list[float]:
+    """Train every backbone parameter on per-rendering QA (rows whose question needs one rendering)."""
+    examples = [r for r in rows if len(r["needed_modalities"]) == 1 and r["needed_modalities"][0] in
+                next(iter(clips.values()))]
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    blip2.train()
+    optimizer = torch.optim.AdamW(blip2.parameters(), lr=lr, weight_decay=0.01)
+    steps = epochs * ((len(examples) + batch_size - 1) // batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
+    history, start = [], time.time()
+    for epoch in range(epochs):
+        rng.shuffle(examples)
+        total, count = 0.0, 0
+        for i in range(0, len(examples), batch_size):
+            batch = examples[i:i + batch_size]
+            pixels = torch.stack([clips[r["clip_id"]][r["needed_modalities"][0]] for r in batch])
+            pixels = pixels.to(device=blip2.device, dtype=torch.float32)
+            loss = qa_loss(blip2, tokenizer, pixels, [r["input_ids"] for r in batch], [r["labels"] for r in batch]).loss
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(blip2.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            total, count = total + loss.item() * len(batch), count + len(batch)
+        history.append(total / count)
+        log(f"pre-training epoch {epoch + 1}/{epochs}: loss {history[-1]:.4f} ({time.time() - start:.0f} s)")
+    blip2.eval()
+    for parameter in blip2.parameters():
+        parameter.requires_grad_(False)
+    return history
+
+
+@torch.no_grad()
+def letter_accuracy(blip2, tokenizer, clips, rows) -> dict[str, float]:
+    """Per question type: does the backbone put the highest probability on the right option letter?"""
+    letters = [tokenizer.convert_tokens_to_ids(c) for c in "ABCDE"]
+    hits: dict[str, list[int]] = {}
+    examples = [r for r in rows if len(r["needed_modalities"]) == 1]
+    for i in range(0, len(examples), 64):
+        batch = examples[i:i + 64]
+        pixels = torch.stack([clips[r["clip_id"]][r["needed_modalities"][0]] for r in batch])
+        pixels = pixels.to(device=blip2.device, dtype=torch.float32)
+        logits = qa_loss(blip2, tokenizer, pixels, [r["input_ids"] for r in batch], [r["labels"] for r in batch]).logits
+        for row, step in zip(batch, logits[:, 1]):
+            guess = int(step[letters[:len(row["options"])]].argmax())
+            hits.setdefault(row["question_type"], []).append(int(guess == row["answer_index"]))
+    return {k: sum(v) / len(v) for k, v in sorted(hits.items())}
