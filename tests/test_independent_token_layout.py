@@ -147,7 +147,6 @@ def test_reference_layouts_without_fusion(tokenizer, layout):
     expected.check(prepared, text)
 
 
-@pytest.mark.xfail(strict=True, reason="reference layouts with T = 1 put no prefix; the authors' code uses 'Frame: '")
 @pytest.mark.parametrize("layout", ["reference_concat", "reference_add"])
 def test_reference_layouts_with_one_frame_use_the_frame_prefix_without_number(tokenizer, layout):
     """DESIGN §1.4: with T = 1 the reference's frame prefix is "Frame: "."""
