@@ -84,3 +84,13 @@ def test_answers_the_example_question(capsys, named):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].removeprefix("answer: ") == EXAMPLE["answer"]
     assert lines[1] == "modalities used: video, flow, thermal"
+
+
+def test_shipped_remote_code_is_the_package_source():
+    """The model folder carries its own copy of the code (as a Hub repo does, for `trust_remote_code`); it must be
+    today's source. After changing modeling_crema/ or processing/, refresh it with `python -m
+    crema_training.crema_tiny.recipe` or by copying the changed files into the folder."""
+    for shipped in sorted(MODEL.glob("*.py")):
+        source = next(path for path in (ROOT / "modeling_crema" / shipped.name, ROOT / "processing" / shipped.name)
+                      if path.exists())
+        assert shipped.read_text() == source.read_text(), f"{shipped.name} is stale"

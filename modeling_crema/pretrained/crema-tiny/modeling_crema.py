@@ -402,6 +402,8 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
             return
         self.prefix_tokenizer = tokenizer
         template = self.config.frame_prefix_template
+        if self.config.num_frames == 1 and self.config.token_layout.startswith("reference"):
+            template = "Frame: "  # the authors' code names a single frame without a number
         self.config.frame_prefix_token_ids = [self._tokenize_prefix(template.format(i=i + 1))
                                               for i in range(self.config.num_frames)]
         for spec in self.config.modalities:

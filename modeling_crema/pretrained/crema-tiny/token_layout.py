@@ -10,7 +10,8 @@ Layouts:
 - "reference_add" (also accepted as "reference"; the authors' non-concat branch, unused by their released
   scripts): with the fusion, the gated fusion output is *added* to the major modality, [Frame i: major_i +
   fused_i]_i (T·(p+Q) tokens).
-Both reference layouts, without the fusion: the per-frame modalities share each frame's prefix,
+Both reference layouts prefix a single frame too ("Frame: ", T = 1); without the fusion, the per-frame
+modalities share each frame's prefix,
 [Frame i: major_i s1_i s2_i ...]_i, then audio tokens without a prefix, then other modalities after their prefix
 ("3D Model: ").
 """
@@ -44,13 +45,16 @@ class LayoutParts:
     encoders: dict[str, str]
     per_frame: dict[str, bool]
 
-    def frames(self, embeds: torch.Tensor, *companions: torch.Tensor, prefixed: bool = True) -> list[torch.Tensor]:
-        """(B, G, Q, H) -> [Frame 1: x_1 c_1 ..., Frame 2: x_2 c_2 ..., ...]; prefixes only when G > 1 and
-        `prefixed` (the groups are frames)."""
+    def frames(
+        self, embeds: torch.Tensor, *companions: torch.Tensor, prefixed: bool = True, single: bool = False
+    ) -> list[torch.Tensor]:
+        """(B, G, Q, H) -> [Frame 1: x_1 c_1 ..., Frame 2: x_2 c_2 ..., ...]; prefixes only when `prefixed` (the
+        groups are frames) and G > 1, or also for G = 1 with `single` (the reference's "Frame: ")."""
         groups = embeds.shape[1]
         pieces = []
         for index in range(groups):
-            prefix = self.frame_prefixes[index] if prefixed and groups > 1 and index < len(self.frame_prefixes) else None
+            wanted = prefixed and (groups > 1 or single) and index < len(self.frame_prefixes)
+            prefix = self.frame_prefixes[index] if wanted else None
             if prefix is not None:
                 pieces.append(prefix)
             pieces += [embeds[:, index]] + [companion[:, index] for companion in companions]
@@ -82,7 +86,7 @@ def _reference_without_fusion(parts: LayoutParts) -> tuple[list[torch.Tensor], l
         return parts.prefixed(major, flat=True), others
     frames = major_embeds.shape[1]
     per_frame = [n for n in others if parts.encoders[n] == "vision" and parts.embeds[n].shape[1] == frames]
-    pieces = parts.frames(major_embeds, *(parts.embeds[name] for name in per_frame))
+    pieces = parts.frames(major_embeds, *(parts.embeds[name] for name in per_frame), single=True)
     return pieces, [name for name in others if name not in per_frame]
 
 
@@ -101,7 +105,7 @@ def reference_add_layout(parts: LayoutParts) -> list[torch.Tensor]:
     if parts.fused is None:
         pieces, others = _reference_without_fusion(parts)
     else:
-        pieces = parts.frames(parts.embeds[major] + parts.fused, prefixed=parts.per_frame[major])
+        pieces = parts.frames(parts.embeds[major] + parts.fused, prefixed=parts.per_frame[major], single=True)
         others = [name for name in others if name not in parts.fused_modalities]
     return pieces + _reference_rest(parts, others)
 
@@ -112,9 +116,9 @@ def reference_concat_layout(parts: LayoutParts) -> list[torch.Tensor]:
         pieces, others = _reference_without_fusion(parts)
     else:
         prefixed = parts.per_frame[major]
-        pieces = parts.frames(parts.embeds[major], prefixed=prefixed)
+        pieces = parts.frames(parts.embeds[major], prefixed=prefixed, single=True)
         frames = parts.fused.shape[1]
-        if prefixed and frames > 1:
+        if prefixed:
             pieces += [prefix for prefix in parts.frame_prefixes[:frames] if prefix is not None]
         pieces += [parts.fused[:, index] for index in range(frames)]
         others = [name for name in others if name not in parts.fused_modalities]
