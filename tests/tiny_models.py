@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import (
     ASTConfig,
     Blip2Config,
@@ -35,18 +34,9 @@ _CORPUS = [
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
     """A small deterministic T5-style word-level tokenizer (pad=0, eos=1, unk=2) over the prompt vocabulary."""
-    pre_tokenizer = pre_tokenizers.Whitespace()
-    words = sorted({word for line in _CORPUS for word, _ in pre_tokenizer.pre_tokenize_str(line)})
-    vocab = {token: index for index, token in enumerate(["<pad>", "</s>", "<unk>"] + words)}
-    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizer
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
-    )
-    tokenizer.decoder = decoders.WordPiece(prefix="##")
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=512
-    )
+    from crema_training.crema_tiny.backbone import build_tokenizer
+
+    return build_tokenizer(_CORPUS)
 
 
 def tiny_backbone_kwargs(vocab_size: int = 128) -> dict:

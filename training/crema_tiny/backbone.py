@@ -37,10 +37,12 @@ def _corpus() -> list[str]:
     return lines
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    """A T5-style word-level tokenizer (pad=0, eos=1, unk=2) over the CREMA-Synth prompt vocabulary."""
+def build_tokenizer(corpus: list[str] | None = None) -> PreTrainedTokenizerFast:
+    """A T5-style word-level tokenizer (pad=0, eos=1, unk=2) over the words of `corpus` (default: the CREMA-Synth
+    prompt vocabulary)."""
     pre_tokenizer = pre_tokenizers.Whitespace()
-    words = sorted({word for line in _corpus() for word, _ in pre_tokenizer.pre_tokenize_str(line)})
+    lines = _corpus() if corpus is None else corpus
+    words = sorted({word for line in lines for word, _ in pre_tokenizer.pre_tokenize_str(line)})
     vocab = {token: index for index, token in enumerate(["<pad>", "</s>", "<unk>"] + words)}
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizer
