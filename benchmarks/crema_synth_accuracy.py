@@ -1,18 +1,21 @@
-"""Accuracy per question type of crema-tiny variants on the held-out CREMA-Synth test split (one-object clips),
-printed as a markdown table. Reuses the recipe's work folder (data + frozen pre-trained backbone):
+"""Accuracy per question type of crema-tiny and its ablations on the held-out CREMA-Synth test split (one-object
+clips), printed as a markdown table. Reuses the recipe's work folder (data + frozen pre-trained backbone):
 
     python -m crema_training.crema_tiny.recipe --work crema-tiny-work        # once
     python benchmarks/crema_synth_accuracy.py --work crema-tiny-work --variants shipped,video,concat,joint,no_exit
 
-Variants: `shipped` (the committed modeling_crema/pretrained/crema-tiny: V,F,T + fusion, sequential, early exit),
-`shipped_video_only` (the same model answering with its video adapter only: the others give zeros to the fusion),
-`video` (a CREMA trained with the video adapter only), `concat` (V,F,T without the fusion), `joint` (V,F,T + fusion,
-joint updates), `no_exit` (V,F,T + fusion, sequential, early exit off). Multiple choice is ranked by the options'
-log-likelihood, as `crema answer` does."""
+Variants: `shipped` (the committed modeling_crema/pretrained/crema-tiny: V,F,D,N,H + fusion, sequential, early
+exit), `shipped_video_only` (the same model answering with its video adapter only: the others give zeros to the
+fusion), `shipped_without_<m>` (the same model with modality m left out), `video` (a CREMA trained with the video
+adapter only), `concat` (every modality, no fusion), `joint` (fusion, joint updates), `no_exit` (fusion,
+sequential, early exit off). Every trained variant uses the recipe's settings and seed; `shipped` reads its adapter
+update counts from the recipe's `WORK/run/adapter_updates.json`. Multiple choice is ranked by the options'
+log-likelihood, as `crema answer` does. "LLM visual tokens" is the LLM input length minus the prompt's."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -21,49 +24,80 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@torch.no_grad()
+def visual_token_count(model, features, rows, modalities=None) -> int:
+    """LLM input length minus the prompt's, for one test question."""
+    row = rows[0]
+    names = list(model.config.modality_names) if modalities is None else list(modalities)
+    inputs = {f"{m}_features": features[row["clip_id"]][m].unsqueeze(0) for m in names}
+    input_ids = torch.tensor([row["input_ids"]])
+    kwargs = {} if modalities is None else {"modalities": names}
+    prepared = model.prepare_language_model_inputs(input_ids, torch.ones_like(input_ids), **inputs, **kwargs)
+    return int(prepared.inputs_embeds.shape[1]) - input_ids.shape[1]
+
+
 def main() -> None:
+    from crema_processing import CremaProcessor
     from crema_training.crema_tiny.backbone import build_tokenizer
     from crema_training.crema_tiny.crema_stage import build_crema, clip_features, evaluate, train_crema
     from crema_training.crema_tiny.recipe import MODALITIES, TARGET_TYPES, rows_of
-    from crema_processing import CremaProcessor
     from modeling_crema import CremaForConditionalGeneration
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="crema-tiny-work")
     parser.add_argument("--model", default=str(ROOT / "modeling_crema" / "pretrained" / "crema-tiny"))
-    parser.add_argument("--variants", default="shipped,shipped_video_only,video")
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--variants", default="shipped,shipped_video_only,video,concat,joint,no_exit")
+    parser.add_argument("--epochs", type=int, default=4, help="as the recipe's --epochs")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     work = Path(args.work)
-    data = torch.load(work / "processed.pt", weights_only=False)
+    data = torch.load(work / "processed.pt", weights_only=False)  # the recipe's own cache
     tokenizer = build_tokenizer()
     test_rows, train_rows = rows_of(data, "test"), rows_of(data, "train")
     results = {}
     for variant in args.variants.split(","):
         start = time.time()
+        updates = None
         if variant.startswith("shipped"):
             model = CremaForConditionalGeneration.from_pretrained(args.model)
-            used = ["video"] if variant == "shipped_video_only" else None
+            used = None
+            if variant == "shipped_video_only":
+                used = ["video"]
+            elif variant.startswith("shipped_without_"):
+                used = [m for m in model.config.modality_names if m != variant.removeprefix("shipped_without_")]
             features = clip_features(model, data["test"][0], model.config.modality_names)
-            results[variant] = evaluate(model, tokenizer, test_rows, features, modalities=used)
+            result = evaluate(model, tokenizer, test_rows, features, modalities=used)
+            if variant == "shipped" and (work / "run" / "adapter_updates.json").exists():
+                updates = json.loads((work / "run" / "adapter_updates.json").read_text())
+            tokens = visual_token_count(model, features, test_rows, used)
         else:
             modalities = ["video"] if variant == "video" else list(MODALITIES)
             model = build_crema(work / "backbone", tokenizer, modalities, fusion=variant != "concat")
             processor = CremaProcessor.from_model_config(model.config, tokenizer)
             train_features = clip_features(model, data["train"][0], modalities)
             schedule = "joint" if variant == "joint" else "sequential"
-            train_crema(model, processor, train_rows, train_features, work / f"bench-{variant}", epochs=args.epochs,
-                        schedule=schedule, early_exit=variant != "no_exit")
-            results[variant] = evaluate(model, tokenizer, test_rows, clip_features(model, data["test"][0], modalities))
-        print(f"{variant}: {results[variant]} ({time.time() - start:.0f} s)", flush=True)
+            trainer = train_crema(model, processor, train_rows, train_features, work / f"bench-{variant}",
+                                  epochs=args.epochs, schedule=schedule, early_exit=variant != "no_exit")
+            updates = trainer.adapter_updates
+            features = clip_features(model, data["test"][0], modalities)
+            result = evaluate(model, tokenizer, test_rows, features)
+            tokens = visual_token_count(model, features, test_rows)
+        results[variant] = {"accuracy": result, "visual_tokens": tokens, "adapter_updates": updates}
+        print(f"{variant}: {json.dumps(results[variant])} ({time.time() - start:.0f} s)", flush=True)
+
     columns = list(TARGET_TYPES) + ["all"]
-    print("\n| variant | " + " | ".join(columns) + " |")
-    print("|---|" + "---|" * len(columns))
-    for variant, result in results.items():
-        print(f"| {variant} | " + " | ".join(f"{100 * result[c]:.0f}" for c in columns) + " |")
+    print("\n| variant | " + " | ".join(columns) + " | LLM visual tokens | adapter updates |")
+    print("|---|" + "---|" * (len(columns) + 2))
+    for variant, entry in results.items():
+        accuracy, updates = entry["accuracy"], entry["adapter_updates"]
+        cells = [f"{100 * accuracy[c]:.0f}" if c in accuracy else "-" for c in columns]
+        total = "-" if updates is None else f"{sum(updates.values()):,}"
+        print(f"| {variant} | " + " | ".join(cells) + f" | {entry['visual_tokens']} | {total} |")
     print(f"\n{len(test_rows)} held-out questions ({len(data['test'][0])} clips).")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -161,8 +161,11 @@ def write_adapter_folder(
     lora_config: LoraConfig,
     state_dict: dict[str, torch.Tensor],
     modality_spec: dict[str, Any],
+    finish: Callable[[str], None] | None = None,
 ) -> None:
-    """Writes one adapter folder atomically (an interrupted save leaves any previous folder intact)."""
+    """Writes one adapter folder atomically (an interrupted save leaves any previous folder intact).
+
+    `finish(staging)` adds files to the save before it replaces the folder (e.g. its Hub card, README.md)."""
     with atomic_directory(directory) as staging:
         lora_config.save_pretrained(staging)
         metadata = {
@@ -171,6 +174,8 @@ def write_adapter_folder(
             CHECKSUM_METADATA_KEY: tensors_checksum(state_dict),
         }
         save_file(state_dict, os.path.join(staging, ADAPTER_WEIGHTS_NAME), metadata=metadata)
+        if finish is not None:
+            finish(staging)
 
 
 @dataclass

@@ -91,6 +91,9 @@ class CremaConfig(PreTrainedConfig):
         frame_prefix_token_ids: its token ids per frame (filled by `set_prefix_tokens`); empty means no prefixes.
         max_points / point_position_scale / point_grid_size: point-cloud padding, position-embedding scale and the
             voxel grid (coordinates must lie in [0, point_grid_size)).
+        question_templates: the questions the adapters were trained on, when they are a closed set (e.g.
+            crema-tiny's CREMA-Synth templates): dicts with "question" (`{slot}` stands for one or more words),
+            "options" and "needs" (modalities). The pipeline notes a question outside them; None: no such set.
     """
 
     model_type = "crema"
@@ -124,6 +127,7 @@ class CremaConfig(PreTrainedConfig):
     point_position_scale: float = 0.01
     point_grid_size: int = 256
     initializer_range: float = 0.02
+    question_templates: list | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)

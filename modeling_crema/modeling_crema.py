@@ -245,10 +245,13 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         remove_modality_adapter(self, name)
         self.config.modalities = [spec for spec in self.config.modalities if spec["name"] != name]
 
-    def save_adapter(self, save_directory: str | os.PathLike, modality: str) -> None:
-        """Writes modality `modality` as a plain PEFT adapter folder (atomically)."""
+    def save_adapter(self, save_directory: str | os.PathLike, modality: str, card: bool = True) -> None:
+        """Writes modality `modality` as a plain PEFT adapter folder (atomically), with its Hub card (README.md) when
+        `card` and `crema_hub_cards` is importable; a README.md the user wrote there is kept."""
         spec = self.config.modality(modality)
-        write_adapter_folder(save_directory, self.peft_config[modality], adapter_state_dict(self, modality), spec)
+        finish = (lambda staging: _write_hub_card("adapter", staging, save_directory)) if card else None
+        write_adapter_folder(save_directory, self.peft_config[modality], adapter_state_dict(self, modality), spec,
+                             finish=finish)
 
     def load_adapter(
         self,
@@ -340,6 +343,7 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         with tempfile.TemporaryDirectory() as staging:
             folder = os.path.join(staging, modality)
             self.save_adapter(folder, modality)
+            _write_hub_card("adapter", folder, folder, repo_id)  # the card's snippets name the repo
             return self._upload_folder(
                 folder, repo_id, commit_message or f"Upload CREMA {modality} adapter", private=private, token=token
             )
@@ -747,18 +751,21 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor,
         attention_mask: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
+        modalities: list[str] | None = None,
         **kwargs: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
         """Which modality mattered, by leave-one-out: per supportive modality, how much the answer's negative
         log-likelihood (per example, summed over answer tokens) rises when that modality is left out.
 
         Positive = the modality supported the answer. Without `labels`, the model's own greedy answer is scored.
+        `modalities`: answer with this subset (as in `forward`) and leave each of its supportive modalities out.
         """
         if labels is None:
-            answer = self.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=10, **kwargs)
+            answer = self.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=10,
+                                   modalities=modalities, **kwargs)
             labels = answer[:, 1:].masked_fill(answer[:, 1:] == self.config.text_config.pad_token_id, -100)
         modality_inputs, _ = self.split_modality_inputs(kwargs)
-        used = self._resolve_modalities(modality_inputs, None)
+        used = self._resolve_modalities(modality_inputs, modalities)
         major = self.fusion.modalities[0] if self.fusion is not None else used[0]
 
         def answer_nll(modalities: list[str]) -> torch.Tensor:
@@ -801,15 +808,29 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
             with atomic_directory(save_directory, keep=is_kept_beside_model) as staging:
                 super().save_pretrained(staging, state_dict=self.base_state_dict(), **kwargs)
                 _add_auto_model_to_auto_map(os.path.join(staging, "config.json"))
+                _add_pipeline(staging)
                 if save_adapters:
                     for name in full_config.modality_names:
-                        self.save_adapter(os.path.join(staging, ADAPTERS_FOLDER, name), name)
+                        self.save_adapter(os.path.join(staging, ADAPTERS_FOLDER, name), name, card=False)
                     if self.fusion is not None:
                         self.save_fusion(os.path.join(staging, FUSION_FOLDER))
+                _write_hub_card("model", staging, save_directory, hub_options.get("repo_id"))
         finally:
             self.config = full_config
         if push_to_hub:  # only once everything, adapters included, is on disk
             self._upload_folder(save_directory, **hub_options)
+
+    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
+                    token: str | bool | None = None, create_pr: bool = False, **save_kwargs: Any) -> str:
+        """Saves the model (card included) into a temporary folder and uploads it; returns the commit URL.
+        (transformers' own `push_to_hub` would replace the model card with a generic one.)"""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as staging:
+            folder = os.path.join(staging, "model")
+            self.save_pretrained(folder, repo_id=repo_id, **save_kwargs)
+            return self._upload_folder(folder, repo_id, commit_message, private=private, token=token,
+                                       create_pr=create_pr)
 
     @staticmethod
     def _upload_folder(folder, repo_id=None, commit_message=None, private=None, token=None, create_pr=False) -> str:
@@ -907,10 +928,13 @@ def _tokenizer_saved_in(folder: str):
     loaded later."""
     if not any(os.path.isfile(os.path.join(folder, name)) for name in ("tokenizer.json", "tokenizer_config.json")):
         return None
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, PreTrainedConfig
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        # a blank config: AutoTokenizer would otherwise build this folder's `crema` config, which without the
+        # installed package (remote code) means asking the user whether to run the code (the class comes from
+        # tokenizer_config.json anyway)
+        tokenizer = AutoTokenizer.from_pretrained(folder, config=PreTrainedConfig())
     except (OSError, ValueError, TypeError):
         return None
     return tokenizer if tokenizer_is_usable(tokenizer) else None
@@ -961,6 +985,18 @@ def _infer_feature_size(tensors: dict[str, torch.Tensor], default: int) -> int:
     return default
 
 
+def _write_hub_card(kind: str, staging: str, target: str | os.PathLike, repo_id: str | None = None) -> None:
+    """Writes the Hub card (README.md) of the model or adapter saved in `staging` (which replaces `target`) with
+    `crema_hub_cards`; that package is not part of the remote code, so without it no card is written. A README.md
+    the user wrote in `target` is kept."""
+    try:
+        import crema_hub_cards
+    except ImportError:
+        logger.info("crema_hub_cards is not importable (install crema-hf): no Hub card (README.md) written.")
+        return
+    crema_hub_cards.write_saved_card(kind, staging, previous=os.fspath(target), repo_id=repo_id)
+
+
 def _add_auto_model_to_auto_map(config_path: str) -> None:
     """`register_for_auto_class` records a single Auto class; `AutoModel` should resolve to CREMA as well."""
     with open(config_path) as handle:
@@ -971,3 +1007,11 @@ def _add_auto_model_to_auto_map(config_path: str) -> None:
         with open(config_path, "w") as handle:
             json.dump(config, handle, indent=2, sort_keys=True)
             handle.write("\n")
+
+
+def _add_pipeline(folder: str) -> None:
+    """The `crema-video-question-answering` pipeline ships with the model: its file and config.json's
+    `custom_pipelines`, so that `pipeline(model=folder, trust_remote_code=True)` works without this package."""
+    from .pipeline_crema import save_pipeline
+
+    save_pipeline(folder)

@@ -18,7 +18,7 @@ def _adapter_tensors(model, name):
 def test_saved_adapter_is_a_plain_peft_folder(tmp_path):
     model = tiny_crema_model(["video", "thermal"])
     model.save_adapter(tmp_path / "thermal", "thermal")
-    assert sorted(p.name for p in (tmp_path / "thermal").iterdir()) == ["adapter_config.json", ADAPTER_WEIGHTS_NAME]
+    assert sorted(p.name for p in (tmp_path / "thermal").iterdir()) == ["README.md", "adapter_config.json", ADAPTER_WEIGHTS_NAME]
     config = LoraConfig.from_pretrained(tmp_path / "thermal")
     assert config.r == 4 and config.lora_alpha == 4 and config.modules_to_save == ["mmqa.thermal"]
     assert config.target_modules == r"qformer\.encoder\.layer\.\d+\.attention\.attention\.(query|value)"
@@ -162,7 +162,7 @@ def test_push_adapter_to_hub_uploads_one_adapter_folder(monkeypatch):
     url = model.push_adapter_to_hub("user/crema-thermal", "thermal", token="t")
     assert url.endswith("/commit/1")
     assert FakeHfApi.calls["repo"] == ("user/crema-thermal", None, True) and FakeHfApi.calls["token"] == "t"
-    assert FakeHfApi.calls["files"] == ["adapter_config.json", "adapter_model.safetensors"]
+    assert FakeHfApi.calls["files"] == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
     assert "thermal" in FakeHfApi.calls["message"]
 
 

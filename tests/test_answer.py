@@ -83,11 +83,17 @@ def test_cli_answer_prints_the_answer(model_folder, video_with_audio, capsys):
     assert capsys.readouterr().out.startswith("answer: ")
 
 
-def test_answer_needs_companion_inputs(model_folder, video_with_audio, tmp_path):
+def test_answer_without_a_companion_input_says_so(model_folder, video_with_audio, tmp_path):
+    """Companion files are optional: without one, the adapter is left out and a note names the flag; asked for by
+    name (`modalities=`), a missing input is an error."""
     model, processor = load_model_and_processor(model_folder)
     model.add_modality("thermal")
+    answer = answer_question(model, processor, str(video_with_audio), "What happened?", OPTIONS)
+    assert answer.used_modalities == ["video", "flow"]
+    assert "answered without 'thermal': the model has a 'thermal' adapter: pass its input file (--thermal PATH)" \
+        in answer.notes
     with pytest.raises(ValueError, match=r"'thermal' adapter: pass its input file \(--thermal PATH\)"):
-        answer_question(model, processor, str(video_with_audio), "What happened?")
+        answer_question(model, processor, str(video_with_audio), "What happened?", modalities=["video", "thermal"])
     with pytest.raises(FileNotFoundError, match=r"no such file: .*missing.mp4 \(--thermal\)"):
         answer_question(model, processor, str(video_with_audio), "What happened?",
                         companions={"thermal": str(tmp_path / "missing.mp4")})
@@ -96,8 +102,9 @@ def test_answer_needs_companion_inputs(model_folder, video_with_audio, tmp_path)
 def test_modality_without_a_cli_option_takes_its_clip_from_python(model_folder, video_with_audio):
     model, processor = load_model_and_processor(model_folder)
     model.add_modality("ir")  # any vision modality, fed as a companion clip
-    with pytest.raises(ValueError, match=r"'ir' adapter, which `crema answer` has no option for"):
-        answer_question(model, processor, str(video_with_audio), "What happened?", OPTIONS)
+    without = answer_question(model, processor, str(video_with_audio), "What happened?", OPTIONS)
+    assert without.used_modalities == ["video", "flow"]
+    assert any("'ir' adapter, which `crema answer` has no option for" in note for note in without.notes)
     answer = answer_question(model, processor, str(video_with_audio), "What happened?", OPTIONS,
                              companions={"ir": str(video_with_audio)})
     assert answer.used_modalities == ["video", "flow", "ir"] and answer.text in OPTIONS
@@ -164,14 +171,20 @@ def test_init_and_answer_with_every_modality(full_model_folder, tiny_depth_model
     assert _answer_lines(argv, capsys) == first  # deterministic
 
 
-def test_answer_needs_an_audio_track_or_file(full_model_folder, video_no_audio, tmp_path, capsys):
+def _notes(capsys) -> tuple[list[str], list[str]]:
+    """(the printed lines, the note lines without their "note: ")."""
+    lines = capsys.readouterr().out.splitlines()
+    return lines, [line.removeprefix("note: ") for line in lines if line.startswith("note: ")]
+
+
+def test_a_clip_without_audio_track_is_answered_without_audio(full_model_folder, video_no_audio, tmp_path, capsys):
     argv = ["answer", str(full_model_folder), str(video_no_audio), "--question", "q", "--device", "cpu"]
-    assert main(argv) == 2
-    assert capsys.readouterr().err == (
-        f"crema answer: error: the model has an 'audio' adapter but {video_no_audio} has no audio track: pass "
-        "--audio-file PATH\n"
-    )
-    assert main([*argv, "--audio-file", str(tmp_path / "missing.wav")]) == 2
+    assert main(argv) == 0
+    lines, notes = _notes(capsys)
+    assert "audio" not in lines[1].removeprefix("modalities used: ").split(", ")
+    assert f"answered without 'audio': the model has an 'audio' adapter but {video_no_audio} has no audio track: " \
+           "pass --audio-file PATH" in notes
+    assert main([*argv, "--audio-file", str(tmp_path / "missing.wav")]) == 2  # a file named but missing: an error
     assert capsys.readouterr().err == f"crema answer: error: no such file: {tmp_path / 'missing.wav'} (--audio-file)\n"
 
 
@@ -185,19 +198,29 @@ def test_depth_model_missing_at_answer_time(full_model_folder, tiny_depth_model,
     processor.save_pretrained(folder)
     argv = ["answer", str(folder), str(video_with_audio), "--question", "q", "--option", "a", "--option", "b",
             "--device", "cpu"]
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("crema answer: error: the model has a 'depth' adapter, which needs a depth-estimation "
-                          "model: pass --depth-model DIR_OR_ID") and "crema init --depth-model" in err
+    assert main(argv) == 0
+    lines, notes = _notes(capsys)
+    used = lines[1].removeprefix("modalities used: ").split(", ")
+    assert "depth" not in used and "normal" not in used
+    assert any(note.startswith("answered without 'depth': the model has a 'depth' adapter, which needs a "
+                               "depth-estimation model: pass --depth-model DIR_OR_ID") and "crema init --depth-model"
+               in note for note in notes), notes
     lines = _answer_lines([*argv, "--depth-model", tiny_depth_model], capsys)
     assert lines[0] in ("answer: a", "answer: b")
+    assert "depth" in lines[1] and "normal" in lines[1]
 
 
 def test_audio_adapter_without_audio_encoder(blip2_folder, video_with_audio, tmp_path, capsys):
     out = tmp_path / "crema"
     assert main(["init", "--blip2", str(blip2_folder), "--modalities", "V,A", "--out", str(out)]) == 0
     assert "note: the audio adapter takes precomputed BEATs features" in capsys.readouterr().out
-    assert main(["answer", str(out), str(video_with_audio), "--question", "q", "--device", "cpu"]) == 2
+    argv = ["answer", str(out), str(video_with_audio), "--question", "q", "--device", "cpu"]
+    assert main(argv) == 0
+    lines, notes = _notes(capsys)
+    assert lines[1] == "modalities used: video"
+    assert any(note.startswith("answered without 'audio': the model's 'audio' adapter takes precomputed audio "
+                               "features") and "`crema init --audio-encoder DIR_OR_ID`" in note for note in notes)
+    assert main([*argv, "--modalities", "video,audio"]) == 2  # asked for by name: an error
     err = capsys.readouterr().err
     assert err.startswith("crema answer: error: the model's 'audio' adapter takes precomputed audio features")
     assert "`crema init --audio-encoder DIR_OR_ID`" in err and err.count("\n") == 1

@@ -179,4 +179,4 @@ def test_adapter_re_save_replaces_the_whole_folder(tmp_path):
     model.save_adapter(folder, "thermal")
     (folder / "stale.bin").write_bytes(b"old")
     model.save_adapter(folder, "thermal")
-    assert sorted(os.listdir(folder)) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert sorted(os.listdir(folder)) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]

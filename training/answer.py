@@ -1,17 +1,12 @@
 """Answering one question about one clip with a saved CREMA model (`crema init`, `crema answer`).
 
-Multiple choice is answered by scoring the options in one of two ways (`scoring=`):
+`answer_question` runs the model's pipeline, `crema-video-question-answering`
+(`modeling_crema.pipeline_crema`, shipped with the model as remote code): one inference path for `crema answer`,
+Python and `pipeline(model=..., trust_remote_code=True)`. The option-scoring functions live there and are
+re-exported here (`option_log_likelihoods`, `option_letter_scores`, ...); see that module for the two ways
+multiple choice is scored ("likelihood" and "reference").
 
-- "likelihood" (default): rank the options by the log-likelihood of their whole target `Option {L}` under the
-  model, teacher-forced (`option_log_likelihoods`; robust to whatever the first generated token is);
-- "reference": the reference's prediction (DESIGN §3): teacher-force "Option", then take the argmax over the
-  option-letter tokens of the scores at the next step, the second answer step (`option_letter_scores`). The
-  reference decodes greedily and reads the scores of its second step, which follow "Option" for a model trained
-  on these targets; this is what the paper's multiple-choice numbers measure.
-
-Open-ended questions are answered by beam search with DESIGN §3's settings (or a prompt preset's).
-
-The checks here run before any decoding or model call, and their messages name the command-line flags
+The checks run before any decoding or model call, and here their messages name the command-line flags
 (`--audio-file`, `--depth-model`, `crema init --audio-encoder`, ...): this module is what `crema init` and
 `crema answer` run.
 """
@@ -23,30 +18,39 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
-import torch
 from transformers.utils import logging
+
+from modeling_crema.pipeline_crema import (  # noqa: F401  (re-exported: evaluate.py and tests import them here)
+    DERIVED_FROM_VIDEO,
+    SCORING_MODES,
+    CremaVideoQuestionAnsweringPipeline,
+    InputHints,
+    batched_option_log_likelihoods,
+    check_inputs,
+    option_letter_scores,
+    option_letter_step,
+    option_log_likelihoods,
+    score_options,
+)
 
 logger = logging.get_logger(__name__)
 
-#: Modalities the processor derives from the RGB clip itself.
-DERIVED_FROM_VIDEO = ("flow", "depth", "normal")
 #: Modalities read from a companion file, with the `crema answer` flag that passes it.
-COMPANION_FLAGS = {"audio": "--audio-file", "thermal": "--thermal", "touch": "--touch", "point_cloud": "--point-cloud"}
+COMPANION_FLAGS = {"audio": "--audio-file", "thermal": "--thermal", "touch": "--touch", "point_cloud": "--point-cloud",
+                   "depth": "--depth", "normal": "--normal"}
 #: Why a Hub repo may fail to load, appended to Hub errors.
 HUB_HINT = "offline? set HF_HUB_OFFLINE/HF token"
 DEPTH_EXAMPLE = "e.g. depth-anything/Depth-Anything-V2-Small-hf or Intel/dpt-hybrid-midas"
 AUDIO_ENCODER_EXAMPLE = "e.g. MIT/ast-finetuned-audioset-10-10-0.4593"
 
 
-#: How multiple choice is scored (see the module docstring).
-SCORING_MODES = ("likelihood", "reference")
-
-
 @dataclass
 class Answer:
     """An answer: its text, the modalities used and, for multiple choice, the chosen option, the scoring mode and
     each option's score (`option_scores`: whole-target log-likelihoods for "likelihood", letter log-probabilities
-    at the step after "Option" for "reference"; `option_log_likelihoods` is filled for "likelihood" only)."""
+    at the step after "Option" for "reference"; `option_log_likelihoods` is filled for "likelihood" only).
+    `contributions`: each supportive modality's leave-one-out contribution, when asked for; `notes`: the
+    pipeline's notes (e.g. an input that was ignored)."""
 
     text: str
     used_modalities: list[str]
@@ -54,6 +58,32 @@ class Answer:
     option_log_likelihoods: list[float] = field(default_factory=list)
     option_scores: list[float] = field(default_factory=list)
     scoring: str | None = None
+    contributions: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+class CommandLineHints(InputHints):
+    """The pipeline's input errors, worded with `crema answer`'s flags."""
+
+    def source(self, name: str) -> str:
+        return "the clip" if name == "video" else COMPANION_FLAGS.get(name, f"companions[{name!r}]")
+
+    def missing(self, name: str) -> str:
+        flag = COMPANION_FLAGS.get(name)
+        if flag is None:  # a modality added from Python: its clip comes from Python too
+            return (", which `crema answer` has no option for; call crema_training.answer.answer_question(..., "
+                    f"companions={{{name!r}: CLIP}}) from Python")
+        return f": pass its input file ({flag} PATH)"
+
+    def depth_model(self, name: str) -> str:
+        return (f"pass --depth-model DIR_OR_ID ({DEPTH_EXAMPLE}), or build the model with `crema init --depth-model`; "
+                f"or pass a precomputed {name} render with --{name} FILE")
+
+    def audio_track(self) -> str:
+        return "pass --audio-file PATH"
+
+    def audio_encoder(self) -> str:
+        return f"build the model with `crema init --audio-encoder DIR_OR_ID` ({AUDIO_ENCODER_EXAMPLE})"
 
 
 # ------------------------------------------------------------------------------------- folders and Hub ids
@@ -252,144 +282,11 @@ def load_model_and_processor(
 
 def check_answer_inputs(model, processor, video: Any, companions: dict[str, Any]) -> None:
     """Refuses what the model's adapters need but the inputs lack, before any decoding or model call; the
-    messages name the `crema answer` / `crema init` flag that fixes it."""
-    from crema_processing import has_audio_stream
-
-    clip_is_path = isinstance(video, (str, os.PathLike))
-    if clip_is_path and not os.path.exists(video):
-        raise FileNotFoundError(f"no such file or folder: {os.fspath(video)} (the clip)")
-    for spec in model.config.modalities:
-        name, encoder = spec["name"], spec["encoder"]
-        if name == "video" or name == "flow":
-            continue
-        if name in ("depth", "normal"):
-            if not processor.video_processor.has_depth_estimator:
-                raise ValueError(
-                    f"the model has a {name!r} adapter, which needs a depth-estimation model: pass --depth-model "
-                    f"DIR_OR_ID ({DEPTH_EXAMPLE}), or build the model with `crema init --depth-model`"
-                )
-            continue
-        if name == "audio":
-            if encoder != "audio" or model.config.audio_config is None:
-                raise ValueError(
-                    "the model's 'audio' adapter takes precomputed audio features (the model has no audio encoder), "
-                    "so it cannot read audio from a file: build the model with `crema init --audio-encoder DIR_OR_ID` "
-                    f"({AUDIO_ENCODER_EXAMPLE})"
-                )
-            audio = companions.get("audio")
-            if audio is not None:
-                _require_file(audio, "--audio-file")
-            elif not clip_is_path or os.path.isdir(video) or not has_audio_stream(video):
-                clip = os.fspath(video) if clip_is_path else "clip"
-                raise ValueError(
-                    f"the model has an 'audio' adapter but {clip} has no audio track: pass --audio-file PATH"
-                )
-            continue
-        flag = COMPANION_FLAGS.get(name)
-        if flag is None:  # a modality added from Python: its clip comes from Python too
-            if companions.get(name) is None:
-                raise ValueError(
-                    f"the model has a {name!r} adapter, which `crema answer` has no option for; call "
-                    f"crema_training.answer.answer_question(..., companions={{{name!r}: CLIP}}) from Python"
-                )
-            continue
-        if companions.get(name) is None:
-            raise ValueError(f"the model has a {name!r} adapter: pass its input file ({flag} PATH)")
-        _require_file(companions[name], flag)
+    messages name the `crema answer` / `crema init` flag that fixes it. A precomputed depth or normal render
+    (`--depth FILE`, `--normal FILE`) replaces the depth model for that modality."""
+    check_inputs(model, processor, video, companions, hints=CommandLineHints())
 
 
-def _require_file(value: Any, flag: str) -> None:
-    """A companion given as a path must exist (arrays and waveforms from Python pass through)."""
-    if isinstance(value, (str, os.PathLike)) and not os.path.exists(value):
-        raise FileNotFoundError(f"no such file: {os.fspath(value)} ({flag})")
-
-
-def modality_arguments(model, companions: dict[str, Any]) -> dict[str, Any]:
-    """Processor keyword arguments for every modality the model has an adapter for."""
-    arguments: dict[str, Any] = {}
-    for name in model.config.modality_names:
-        if name == "video":
-            continue
-        if name in DERIVED_FROM_VIDEO:
-            arguments[name] = True
-        elif name == "audio":
-            audio = companions.get("audio")
-            arguments["audio"] = True if audio is None else audio  # a separate file, else the clip's own track
-        elif name in ("thermal", "touch", "point_cloud"):
-            arguments[name] = companions[name]
-        else:
-            arguments.setdefault("visual", {})[name] = companions[name]
-    return arguments
-
-
-@torch.no_grad()
-def option_log_likelihoods(model, processor, inputs: dict[str, torch.Tensor], options: Sequence[str]) -> torch.Tensor:
-    """Sum of the answer tokens' log-probabilities of each target `Option {L}` (one row per option)."""
-    targets = [processor.build_target(index, options) for index in range(len(options))]
-    labels = processor.tokenizer(targets, padding=True, return_tensors="pt").input_ids
-    labels[labels == processor.tokenizer.pad_token_id] = -100
-    repeated = {key: value.expand(len(options), *value.shape[1:]) for key, value in inputs.items() if key != "labels"}
-    device = next(model.parameters()).device
-    logits = model(**{k: v.to(device) for k, v in repeated.items()}, labels=labels.to(device)).logits
-    log_probs = torch.log_softmax(logits.float(), dim=-1)
-    mask = labels.to(device) != -100
-    picked = log_probs.gather(-1, labels.clamp(min=0).to(device).unsqueeze(-1)).squeeze(-1)
-    return (picked * mask).sum(dim=-1).cpu()
-
-
-def option_letter_step(tokenizer, num_options: int) -> tuple[list[int], list[int]]:
-    """(the target prefix to teacher-force, the letter token ids): the targets `Option A`, `Option B`, ... share
-    their tokens up to the first position where each has its own letter token; with a T5 tokenizer the prefix is
-    `["▁Option"]` and the letters `▁A`, `▁B`, ... (ids 71, 272, 205, 309, 262 in Flan-T5's vocabulary, the
-    reference's `answer_id`)."""
-    from crema_processing.prompts import OPTION_LETTERS
-
-    targets = [f"Option {OPTION_LETTERS[i]}" for i in range(num_options)]
-    ids = [tokenizer(t, add_special_tokens=False).input_ids for t in targets]
-    shortest = min(len(t) for t in ids)
-    position = next((i for i in range(shortest) if len({t[i] for t in ids}) > 1), None)
-    letters = [t[position] for t in ids] if position is not None else []
-    if position is None or len(set(letters)) != num_options or any(t[:position] != ids[0][:position] for t in ids):
-        raise ValueError(f"The tokenizer does not give each of the targets {targets} its own letter token.")
-    return list(ids[0][:position]), letters
-
-
-@torch.no_grad()
-def option_letter_scores(model, processor, inputs: dict[str, torch.Tensor], num_options: int | Sequence[int]):
-    """The reference's multiple-choice scores (DESIGN §3): the decoder is teacher-forced with the decoder start
-    token and "Option", and the log-probabilities of the option letters A, B, ... at the next step (the second
-    answer step) are returned, (B, max options); options beyond an example's count are -inf. The prediction is
-    their argmax (the reference takes the argmax of the same step's scores over its `answer_id` tokens).
-
-    `inputs`: the processor's outputs for B examples (labels are ignored). `num_options`: the number of options,
-    or one count per example."""
-    counts = [int(num_options)] * next(iter(inputs.values())).shape[0] if isinstance(num_options, int) \
-        else [int(c) for c in num_options]
-    prefix, letters = option_letter_step(processor.tokenizer, max(counts))
-    device = next(model.parameters()).device
-    model_inputs = {k: v.to(device) for k, v in inputs.items() if k not in ("labels", "decoder_input_ids")}
-    start = model.config.text_config.decoder_start_token_id
-    decoder_input_ids = torch.tensor([[start, *prefix]] * len(counts), dtype=torch.long, device=device)
-    logits = model(**model_inputs, decoder_input_ids=decoder_input_ids).logits[:, -1, :].float()
-    scores = torch.log_softmax(logits, dim=-1)[:, letters].cpu()
-    for row, count in enumerate(counts):
-        scores[row, count:] = float("-inf")
-    return scores
-
-
-def score_options(
-    model, processor, inputs: dict[str, torch.Tensor], options: Sequence[str], scoring: str = "likelihood"
-) -> torch.Tensor:
-    """One score per option of one example (higher = better): `option_log_likelihoods` for "likelihood",
-    `option_letter_scores` for "reference"."""
-    if scoring == "likelihood":
-        return option_log_likelihoods(model, processor, inputs, options)
-    if scoring == "reference":
-        return option_letter_scores(model, processor, inputs, len(options))[0]
-    raise ValueError(f"Unknown multiple-choice scoring {scoring!r}; choose one of {SCORING_MODES}.")
-
-
-@torch.no_grad()
 def answer_question(
     model,
     processor,
@@ -402,44 +299,25 @@ def answer_question(
     scoring: str = "likelihood",
     prompt_preset: str | None = None,
     situation: str | None = None,
+    modalities: Sequence[str] | None = None,
+    contributions: bool = False,
 ) -> Answer:
-    """Answer one question about one clip with every modality the model has an adapter for.
+    """Answer one question about one clip with every modality the model has an adapter for (or `modalities`),
+    through the model's pipeline (`CremaVideoQuestionAnsweringPipeline`).
 
-    Multiple choice is scored with `scoring` ("likelihood" or "reference", see the module docstring); open-ended
-    questions use beam search (`num_beams` 5, `max_new_tokens` 10 and length penalty -1 unless the prompt preset
-    says otherwise, e.g. 40 new tokens for "sqa3d"). `prompt_preset` (a name of `PROMPT_PRESETS`) builds the
-    prompt as the reference did for that dataset; `situation` is SQA3D's situation text."""
-    if scoring not in SCORING_MODES:
-        raise ValueError(f"Unknown multiple-choice scoring {scoring!r}; choose one of {SCORING_MODES}.")
-    companions = {name: value for name, value in (companions or {}).items() if value is not None}
-    check_answer_inputs(model, processor, video, companions)
-    extra = {} if prompt_preset is None else {"prompt_preset": prompt_preset}
-    if situation is not None:
-        extra["situation"] = situation
-    inputs = processor(
-        videos=video, question=question, options=options, **modality_arguments(model, companions),
-        return_tensors="pt", **extra,
-    )
-    inputs = {key: value for key, value in inputs.items() if key != "labels"}
-    used = list(model.config.modality_names)
-    if options:
-        scores = score_options(model, processor, inputs, options, scoring)
-        best = int(scores.argmax())
-        likelihoods = scores.tolist() if scoring == "likelihood" else []
-        return Answer(str(options[best]), used, best, likelihoods, scores.tolist(), scoring)
-    generation = _generation_kwargs(processor, prompt_preset)
-    if num_beams is not None:
-        generation["num_beams"] = num_beams
-    if max_new_tokens is not None:
-        generation["max_new_tokens"] = max_new_tokens
-    device = next(model.parameters()).device
-    generated = model.generate(**{k: v.to(device) for k, v in inputs.items()}, **generation)
-    decode = {} if prompt_preset is None else {"prompt_preset": prompt_preset}
-    return Answer(processor.decode_answers(generated.cpu(), **decode)[0], used)
-
-
-def _generation_kwargs(processor, prompt_preset: str | None) -> dict[str, Any]:
-    """The processor's generation settings for the preset (beam 5, 10 new tokens, length penalty -1 by default)."""
-    if hasattr(processor, "generation_kwargs"):
-        return dict(processor.generation_kwargs(prompt_preset))
-    return {"num_beams": 5, "max_new_tokens": 10, "length_penalty": -1.0}
+    Multiple choice is scored with `scoring` ("likelihood" or "reference"); open-ended questions use beam search
+    (`num_beams` 5, `max_new_tokens` 10 and length penalty -1 unless the prompt preset says otherwise, e.g. 40 new
+    tokens for "sqa3d"). `prompt_preset` (a name of `PROMPT_PRESETS`) builds the prompt as the reference did for
+    that dataset; `situation` is SQA3D's situation text. `companions` maps a modality to its file (thermal, touch,
+    depth/normal renders, audio, point_cloud, or any other adapter's clip). `contributions`: also each supportive
+    modality's leave-one-out contribution (`model.modality_contributions`)."""
+    pipe = CremaVideoQuestionAnsweringPipeline(model=model, processor=processor, device=model.device)
+    example = {name: value for name, value in (companions or {}).items() if value is not None}
+    example.update(video=video, question=question, options=list(options) if options else None)
+    parameters = {"num_beams": num_beams, "max_new_tokens": max_new_tokens, "prompt_preset": prompt_preset,
+                  "situation": situation, "modalities": modalities}
+    out = pipe(example, scoring=scoring, contributions=contributions, input_hints=CommandLineHints(),
+               **{key: value for key, value in parameters.items() if value is not None})
+    likelihoods = out["option_scores"] if out["scoring"] == "likelihood" else []
+    return Answer(out["answer"], out["modalities"], out["option_index"], likelihoods, out["option_scores"],
+                  out["scoring"], out.get("contributions", {}), out["notes"])

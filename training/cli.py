@@ -24,6 +24,8 @@ COMMANDS = (
     ("synth", "generate CREMA-Synth: clips with audio, depth/thermal/normal renders and questions that need them"),
     ("train", "train the modality adapters and the fusion from a YAML config (`crema train CONFIG.yaml --key value`)"),
     ("eval", "accuracy of a saved model on a benchmark, per question type as in the paper's tables (resumable)"),
+    ("push", "upload a saved CREMA model folder with its model card to the Hub (or write the upload to --local-dir)"),
+    ("push-adapter", "upload one modality adapter with its card to its own Hub repo (or to --local-dir)"),
 )
 #: pip package of the optional modules whose absence is reported by name.
 PIP_NAMES = {"cv2": "opencv-python-headless", "av": "av", "PIL": "pillow", "torchcodec": "torchcodec",
@@ -187,6 +189,12 @@ def add_answer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--thermal", help="companion thermal clip (for a thermal adapter)")
     parser.add_argument("--touch", help="companion touch clip (for a touch adapter)")
     parser.add_argument("--point-cloud", help="point-cloud features (.pt/.npy, voxels beside them)")
+    parser.add_argument("--depth", metavar="FILE",
+                        help="precomputed depth render (a clip or frames folder) for a depth adapter, used instead of "
+                        "a depth-estimation model")
+    parser.add_argument("--normal", metavar="FILE",
+                        help="precomputed surface-normal render for a normal adapter, used instead of a "
+                        "depth-estimation model")
     parser.add_argument("--num-beams", type=positive_int, default=None, help="beams for open-ended answers (default 5)")
     parser.add_argument("--max-new-tokens", type=positive_int, default=None,
                         help="longest open-ended answer in tokens (default 10; 40 with --prompt-preset sqa3d)")
@@ -199,6 +207,12 @@ def add_answer_arguments(parser: argparse.ArgumentParser) -> None:
                         help="build the prompt as the reference code did for this dataset (default: the saved "
                         "processor's)")
     parser.add_argument("--situation", default=None, help="SQA3D's situation text, prepended to the prompt")
+    parser.add_argument("--modalities", type=modality_list, default=None,
+                        help="answer with exactly these adapters (names or letters; default: every adapter whose input "
+                        "is there, the others left out with a note)")
+    parser.add_argument("--contributions", action="store_true",
+                        help="also print how much each supportive modality contributed (the rise in the answer's "
+                        "negative log-likelihood when it is left out; one extra model call per modality)")
     parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available, else cpu)")
 
 
@@ -214,11 +228,12 @@ def run_answer(args: argparse.Namespace) -> int:
         args.model, args.video = default_model_path(), args.model
     model, processor = load_model_and_processor(args.model, device, depth_model=args.depth_model)
     companions = {"audio": args.audio_file, "thermal": args.thermal, "touch": args.touch,
-                  "point_cloud": args.point_cloud}
+                  "point_cloud": args.point_cloud, "depth": args.depth, "normal": args.normal}
     answer = answer_question(
         model, processor, args.video, args.question, args.options, companions,
         num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
         scoring=args.scoring, prompt_preset=args.prompt_preset, situation=args.situation,
+        modalities=args.modalities, contributions=args.contributions,
     )
     print(f"answer: {answer.text}")
     print(f"modalities used: {', '.join(answer.used_modalities)}")
@@ -226,6 +241,12 @@ def run_answer(args: argparse.Namespace) -> int:
         label = "log-likelihood" if answer.scoring == "likelihood" else "letter log-prob"
         for option, score in zip(args.options, answer.option_scores):
             print(f"  {label} {score:9.3f}  {option}")
+    if answer.contributions:
+        print("contributions (rise in the answer's negative log-likelihood without the modality):")
+        for name, value in answer.contributions.items():
+            print(f"  {value:+9.3f}  {name}")
+    for note in answer.notes:
+        print(f"note: {note}")
     return 0
 
 
@@ -282,6 +303,69 @@ def run_eval(args: argparse.Namespace) -> int:
     return run(args)
 
 
+# ---------------------------------------------------------------------------------------- push, push-adapter
+def _add_sharing_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repo-id", required=True, help="the Hub repo to push to, e.g. org/crema")
+    parser.add_argument("--private", action="store_true", help="create the repo as private (if it does not exist)")
+    parser.add_argument("--token", default=None, help="Hub token (default: the one `hf auth login` stored)")
+    parser.add_argument("--local-dir", metavar="OUT", default=None,
+                        help="write exactly what would be uploaded into OUT (a new or empty folder) instead of "
+                        "uploading it")
+    parser.add_argument("--eval-results", metavar="FILE.json", action="append", default=None,
+                        help="evaluation results for the card: the JSON `crema eval` writes, or {metric: value} "
+                        "(repeat for several benchmarks)")
+    parser.add_argument("--eval-dataset", default=None,
+                        help="the dataset a plain {metric: value} file was measured on (default: the first --dataset)")
+    parser.add_argument("--dataset", action="append", default=[], dest="datasets",
+                        help="Hub id of a dataset it was trained on (repeat for several)")
+    parser.add_argument("--base-model", default=None,
+                        help="Hub id it is built on, for the card's base_model (default: the BLIP-2 recorded in its "
+                        "adapters, when it is a Hub id)")
+    parser.add_argument("--license", default=None, help="license id for the card, e.g. bsd-3-clause")
+    parser.add_argument("--commit-message", default=None, help="the commit message")
+
+
+def add_push_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL_DIR", help="a CREMA model folder (written by save_pretrained)")
+    _add_sharing_arguments(parser)
+
+
+def add_push_adapter_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("folder", metavar="DIR",
+                        help="a modality adapter folder, or a CREMA model folder (its adapters/<modality>/ is pushed)")
+    parser.add_argument("--modality", default=None,
+                        help="the adapter to push (needed with a model folder; checked against an adapter folder)")
+    _add_sharing_arguments(parser)
+
+
+def _sharing_options(args: argparse.Namespace) -> dict:
+    return dict(private=True if args.private else None, token=args.token, local_dir=args.local_dir,
+                eval_results=args.eval_results, eval_dataset=args.eval_dataset, datasets=args.datasets,
+                base_model=args.base_model, license=args.license, commit_message=args.commit_message)
+
+
+def _report(pushed) -> int:
+    if pushed.local_dir:
+        print(f"Wrote the {len(pushed.files)} files a push to {pushed.repo_id} would upload into {pushed.local_dir}:")
+    else:
+        print(f"Pushed {len(pushed.files)} files to https://huggingface.co/{pushed.repo_id} ({pushed.url}):")
+    for name in pushed.files:
+        print(f"  {name}")
+    return 0
+
+
+def run_push(args: argparse.Namespace) -> int:
+    from crema_hub_cards import push_model
+
+    return _report(push_model(args.model, args.repo_id, **_sharing_options(args)))
+
+
+def run_push_adapter(args: argparse.Namespace) -> int:
+    from crema_hub_cards import push_adapter
+
+    return _report(push_adapter(args.folder, args.repo_id, modality=args.modality, **_sharing_options(args)))
+
+
 SUBCOMMANDS = {
     "params": (add_params_arguments, run_params),
     "init": (add_init_arguments, run_init),
@@ -291,6 +375,8 @@ SUBCOMMANDS = {
     "synth": (add_synth_arguments, run_synth),
     "train": (add_train_arguments, run_train),
     "eval": (add_eval_arguments, run_eval),
+    "push": (add_push_arguments, run_push),
+    "push-adapter": (add_push_adapter_arguments, run_push_adapter),
 }
 #: Sub-commands whose options are defined in modules with heavy imports: read only when that command runs.
 HEAVY_OPTIONS = ("extract",)

@@ -431,7 +431,7 @@ class CremaTrainer(Trainer):
         os.makedirs(output_dir, exist_ok=True)
         if self._saving_checkpoint:
             for name in model.config.modality_names:
-                model.save_adapter(os.path.join(output_dir, ADAPTERS_FOLDER, name), name)
+                model.save_adapter(os.path.join(output_dir, ADAPTERS_FOLDER, name), name, card=False)
             if model.fusion is not None:
                 model.save_fusion(os.path.join(output_dir, FUSION_FOLDER))
             self.early_exit.save(output_dir)

@@ -45,8 +45,28 @@ def training_dataset(rows, features, modalities):
     return Dataset.from_dict(data).with_format("torch")
 
 
+def adapter_update_counter():
+    """A callback that counts each adapter's optimiser updates (what adaptive early exit saves): one per sub-step of
+    the modality being updated (sequential), one per active modality per step (joint). Set `.trainer` after building
+    the trainer; the counts are in `.counts`."""
+    from collections import Counter
+
+    from transformers import TrainerCallback
+
+    class AdapterUpdateCounter(TrainerCallback):
+        def __init__(self):
+            self.trainer, self.counts = None, Counter()
+
+        def on_optimizer_step(self, args, state, control, **kwargs):
+            current = self.trainer.current_modality
+            self.counts.update([current] if current else self.trainer.early_exit.active_modalities())
+
+    return AdapterUpdateCounter()
+
+
 def train_crema(model, processor, rows, features, output_dir, epochs: int = 10, batch_size: int = 32,
                 lr: float = 1e-3, schedule: str = "sequential", early_exit: bool = True, seed: int = 42):
+    """Trains the adapters and the fusion; returns the trainer (`trainer.adapter_updates`: updates per adapter)."""
     from ..arguments import CremaTrainingArguments
     from ..trainer import CremaTrainer
 
@@ -59,9 +79,12 @@ def train_crema(model, processor, rows, features, output_dir, epochs: int = 10, 
         dataloader_num_workers=0, disable_tqdm=True,
     )
     model.train()
+    counter = adapter_update_counter()
     trainer = CremaTrainer(model=model, args=args, train_dataset=training_dataset(rows, features, modalities),
-                           processing_class=processor)
+                           processing_class=processor, callbacks=[counter])
+    counter.trainer = trainer
     trainer.train()
+    trainer.adapter_updates = dict(counter.counts)
     model.eval()
     return trainer
 

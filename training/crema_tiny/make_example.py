@@ -1,5 +1,6 @@
-"""Pick a held-out CREMA-Synth clip whose question needs thermal (`hot`), copy the clip and its thermal companion
-to `examples/`, and write `examples/example.json` (question, options, answer) for the README and the tests:
+"""Pick a held-out CREMA-Synth clip whose question needs thermal (`hot`), copy the clip and its thermal, depth and
+normal companions to `examples/`, and write `examples/example.json` (question, options, answer) for the README and
+the tests (the README's command gives the thermal companion only: the others are optional):
 
     python -m crema_training.crema_tiny.make_example --work crema-tiny-work --model modeling_crema/pretrained/crema-tiny
 """
@@ -10,6 +11,9 @@ import argparse
 import json
 import shutil
 from pathlib import Path
+
+#: The companion renders copied beside the clip.
+COMPANIONS = ("thermal", "depth", "normal")
 
 
 def main(argv=None) -> None:
@@ -33,16 +37,18 @@ def main(argv=None) -> None:
             continue
         options = list(TEMPLATES_BY_NAME[row["question_type"]].options)  # the order crema-tiny was trained on
         answer = answer_question(model, processor, row["video"], row["question"], options,
-                                 companions={"thermal": row["thermal"]})
+                                 companions={"thermal": row["thermal"]})  # as the README's command asks it
         if answer.text != row["answer"]:
             continue
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        clip, thermal = f"{row['clip_id']}.mp4", f"{row['clip_id']}-thermal.mp4"
-        shutil.copyfile(row["video"], out / clip)
-        shutil.copyfile(row["thermal"], out / thermal)
-        example = {"clip": clip, "thermal": thermal, "question": row["question"], "options": options,
-                   "answer": row["answer"], "question_type": row["question_type"]}
+        example = {"clip": f"{row['clip_id']}.mp4"}
+        shutil.copyfile(row["video"], out / example["clip"])
+        for companion in COMPANIONS:
+            example[companion] = f"{row['clip_id']}-{companion}.mp4"
+            shutil.copyfile(row[companion], out / example[companion])
+        example.update(question=row["question"], options=options, answer=row["answer"],
+                       question_type=row["question_type"])
         (out / "example.json").write_text(json.dumps(example, indent=2) + "\n")
         print(json.dumps(example))
         return

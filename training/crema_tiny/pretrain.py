@@ -30,6 +30,18 @@ def visual_embeds(blip2, tokenizer, pixel_values: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=1)
 
 
+#: Question types whose answer does not change when the frames are flipped or turned by a multiple of 90 degrees.
+ORIENTATION_FREE_TYPES = ("color", "shape")
+
+
+def dihedral_augment(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """(T, 3, H, W) -> the same frames under one random flip / quarter turn (all frames alike): shapes and colours
+    seen in eight poses, so that a few hundred clips teach shape rather than memorise it."""
+    turns = int(torch.randint(4, (1,), generator=generator))
+    flipped = pixels.flip(-1) if int(torch.randint(2, (1,), generator=generator)) else pixels
+    return torch.rot90(flipped, turns, dims=(-2, -1))
+
+
 def _pad(sequences: list[list[int]], value: int) -> torch.Tensor:
     width = max(len(s) for s in sequences)
     return torch.tensor([s + [value] * (width - len(s)) for s in sequences])
@@ -48,12 +60,14 @@ def qa_loss(blip2, tokenizer, pixel_values, input_ids: list[list[int]], labels: 
 
 
 def pretrain(blip2, tokenizer, clips, rows, epochs: int = 12, batch_size: int = 32, lr: float = 1e-3,
-             seed: int = 0, log=print) -> list[float]:
-    """Train every backbone parameter on per-rendering QA (rows whose question needs one rendering)."""
+             seed: int = 0, augment: bool = True, log=print) -> list[float]:
+    """Train every backbone parameter on per-rendering QA (rows whose question needs one rendering); with `augment`,
+    colour and shape examples see their frames under a random flip / quarter turn (`dihedral_augment`)."""
     examples = [r for r in rows if len(r["needed_modalities"]) == 1 and r["needed_modalities"][0] in
                 next(iter(clips.values()))]
     rng = random.Random(seed)
     torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
     blip2.train()
     optimizer = torch.optim.AdamW(blip2.parameters(), lr=lr, weight_decay=0.01)
     steps = epochs * ((len(examples) + batch_size - 1) // batch_size)
@@ -64,7 +78,12 @@ def pretrain(blip2, tokenizer, clips, rows, epochs: int = 12, batch_size: int = 
         total, count = 0.0, 0
         for i in range(0, len(examples), batch_size):
             batch = examples[i:i + batch_size]
-            pixels = torch.stack([clips[r["clip_id"]][r["needed_modalities"][0]] for r in batch])
+            pixels = torch.stack([
+                dihedral_augment(clips[r["clip_id"]]["video"], generator)
+                if augment and r["question_type"] in ORIENTATION_FREE_TYPES
+                else clips[r["clip_id"]][r["needed_modalities"][0]]
+                for r in batch
+            ])
             pixels = pixels.to(device=blip2.device, dtype=torch.float32)
             loss = qa_loss(blip2, tokenizer, pixels, [r["input_ids"] for r in batch], [r["labels"] for r in batch]).loss
             optimizer.zero_grad()

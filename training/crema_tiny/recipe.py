@@ -5,8 +5,8 @@
 1. CREMA-Synth (one-object clips, options in the vocabulary's fixed order) is generated into `--work`.
 2. A tiny BLIP-2-shaped backbone + word-level tokenizer is built and pre-trained on per-rendering QA (RGB, flow,
    depth, normals, thermal), then frozen (LLM included).
-3. CREMA is built from it with `from_blip2` (video, flow, thermal + self-gated fusion) and its adapters are trained
-   with `CremaTrainer` (modality-sequential, adaptive early exit) on cached frozen features.
+3. CREMA is built from it with `from_blip2` (video, flow, depth, normal, thermal + self-gated fusion) and its
+   adapters are trained with `CremaTrainer` (modality-sequential, adaptive early exit) on cached frozen features.
 4. The model is saved with its processor to `--out/crema-tiny`, each adapter to `--out/crema-tiny-<modality>`.
 """
 
@@ -20,9 +20,17 @@ from pathlib import Path
 import torch
 
 QUESTION_TYPES = ("color", "shape", "motion", "depth", "hot", "orientation")
-#: What `crema answer` can feed from a clip with no extra model: RGB, flow derived from it, the thermal companion.
-MODALITIES = ("video", "flow", "thermal")
-TARGET_TYPES = ("color", "shape", "motion", "hot")
+#: RGB, the flow derived from it, and the depth / normal / thermal companion renders.
+MODALITIES = ("video", "flow", "depth", "normal", "thermal")
+TARGET_TYPES = QUESTION_TYPES
+
+
+def question_templates(types=QUESTION_TYPES) -> list[dict]:
+    """The CREMA-Synth templates crema-tiny is trained on, as `CremaConfig.question_templates` stores them."""
+    from ..synth.vocabulary import TEMPLATES_BY_NAME
+
+    return [{"question": TEMPLATES_BY_NAME[name].text, "options": list(TEMPLATES_BY_NAME[name].options),
+             "needs": list(TEMPLATES_BY_NAME[name].needed_modalities)} for name in types]
 
 
 def prepare_data(work: Path, train_clips: int, test_clips: int, seed: int = 0):
@@ -77,7 +85,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default="modeling_crema/pretrained", help="where crema-tiny(-<m>) are saved")
     parser.add_argument("--train-clips", type=int, default=300)
     parser.add_argument("--test-clips", type=int, default=50)
-    parser.add_argument("--pretrain-epochs", type=int, default=8)
+    parser.add_argument("--pretrain-epochs", type=int, default=24)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
@@ -98,9 +106,11 @@ def main(argv=None) -> None:
     processor = CremaProcessor.from_model_config(model.config, tokenizer)
     features = clip_features(model, data["train"][0], MODALITIES)
     test_features = clip_features(model, data["test"][0], MODALITIES)
-    train_crema(model, processor, rows_of(data, "train"), features, work / "run", epochs=args.epochs)
+    trainer = train_crema(model, processor, rows_of(data, "train"), features, work / "run", epochs=args.epochs)
+    (work / "run" / "adapter_updates.json").write_text(json.dumps(trainer.adapter_updates) + "\n")
     result = evaluate(model, tokenizer, rows_of(data, "test"), test_features)
     print("crema-tiny held-out accuracy:", json.dumps(result), flush=True)
+    model.config.question_templates = question_templates()
     target = out / "crema-tiny"
     model.save_pretrained(target)
     processor.save_pretrained(target)
