@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--work", default="crema-tiny-work")
     parser.add_argument("--model", default=str(ROOT / "modeling_crema" / "pretrained" / "crema-tiny"))
     parser.add_argument("--variants", default="shipped,shipped_video_only,video,concat,joint,no_exit")
-    parser.add_argument("--epochs", type=int, default=4, help="as the recipe's --epochs")
+    parser.add_argument("--epochs", type=int, default=8, help="as the recipe's --epochs")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()

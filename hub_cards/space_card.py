@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_GRADIO_VERSION = "6.31.0"
 DEFAULT_TITLE = "CREMA video QA"
 DEFAULT_EMOJI = "🎬"
-DEFAULT_SHORT_DESCRIPTION = "Ask questions about a clip: video, flow, thermal"
+DEFAULT_SHORT_DESCRIPTION = "Ask about a clip: video, flow, depth, thermal..."
 DEFAULT_TEXT = (
     "\n# CREMA video QA\n\nUpload a clip, ask a question, and see which modalities the answer used. The app is "
     "`app.py`; the models it loads are listed in the metadata above.\n"

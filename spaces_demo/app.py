@@ -34,8 +34,10 @@ logger = logging.getLogger("crema_space")
 DEFAULT_HUB_MODEL = "crema-hf/crema-tiny"
 APP_DIR = Path(__file__).resolve().parent
 EXAMPLES_DIR = APP_DIR / "examples"
-EXAMPLE_VIDEO = EXAMPLES_DIR / "test-000001.mp4"
-EXAMPLE_THERMAL = EXAMPLES_DIR / "test-000001-thermal.mp4"
+EXAMPLE_VIDEO = EXAMPLES_DIR / "test-000003.mp4"
+#: The example's companion renders (the example needs thermal; depth and normal are there for their adapters).
+EXAMPLE_COMPANIONS = {name: EXAMPLES_DIR / f"test-000003-{name}.mp4" for name in ("thermal", "depth", "normal")}
+EXAMPLE_THERMAL = EXAMPLE_COMPANIONS["thermal"]
 EXAMPLE_QUESTION = "Is the object hot?"
 EXAMPLE_OPTIONS = "yes, no"
 
@@ -314,7 +316,8 @@ def build_demo(model: str | None = None) -> gr.Blocks:
                 with gr.Accordion("Extra modality files", open=True):
                     with gr.Row():
                         companions = {
-                            name: gr.File(value=str(EXAMPLE_THERMAL) if name == "thermal" else None, label=label,
+                            name: gr.File(value=str(EXAMPLE_COMPANIONS[name]) if name in EXAMPLE_COMPANIONS else None,
+                                          label=label,
                                           height=110, min_width=200, elem_id=f"{name}-input")
                             for name, label in COMPANION_LABELS.items()
                         }
@@ -327,8 +330,8 @@ def build_demo(model: str | None = None) -> gr.Blocks:
                 gallery = gr.Gallery(label="Frames the model read (per modality)", columns=4, height="auto",
                                      object_fit="contain", elem_id="frames")
         gr.Examples(
-            examples=[[str(EXAMPLE_VIDEO), str(EXAMPLE_THERMAL), EXAMPLE_QUESTION, EXAMPLE_OPTIONS]],
-            inputs=[video, companions["thermal"], question, options],
+            examples=[[str(EXAMPLE_VIDEO), *map(str, EXAMPLE_COMPANIONS.values()), EXAMPLE_QUESTION, EXAMPLE_OPTIONS]],
+            inputs=[video, *(companions[name] for name in EXAMPLE_COMPANIONS), question, options],
             cache_examples=False,
         )
         ask.click(

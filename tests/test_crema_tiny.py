@@ -83,7 +83,35 @@ def test_answers_the_example_question(capsys, named):
     assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].removeprefix("answer: ") == EXAMPLE["answer"]
-    assert lines[1] == "modalities used: video, flow, thermal"
+    assert lines[1] == "modalities used: video, flow, thermal"  # no depth / normal render given: left out, and said
+    notes = [line for line in lines if line.startswith("note: ")]
+    assert any(note.startswith("note: answered without 'depth'") and "--depth FILE" in note for note in notes)
+    assert any(note.startswith("note: answered without 'normal'") and "--normal FILE" in note for note in notes)
+
+
+def test_answers_the_example_with_every_companion(capsys):
+    from crema_training.cli import main
+
+    argv = ["answer", str(EXAMPLES / EXAMPLE["clip"]), "--question", EXAMPLE["question"],
+            *[x for option in EXAMPLE["options"] for x in ("--option", option)], "--device", "cpu"]
+    for name in ("thermal", "depth", "normal"):
+        argv += [f"--{name}", str(EXAMPLES / EXAMPLE[name])]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].removeprefix("answer: ") == EXAMPLE["answer"]
+    assert lines[1] == "modalities used: video, flow, depth, normal, thermal"
+    assert not any(line.startswith("note: ") for line in lines)
+
+
+def test_questions_outside_crema_synth_are_answered_with_a_note(capsys):
+    from crema_training.cli import main
+
+    argv = ["answer", str(EXAMPLES / EXAMPLE["clip"]), "--question", "Is the object made of wood?",
+            "--option", "yes", "--option", "no", "--thermal", str(EXAMPLES / EXAMPLE["thermal"]), "--device", "cpu"]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] in ("answer: yes", "answer: no")
+    assert any("outside the questions this model was trained on" in line for line in lines)
 
 
 def test_shipped_remote_code_is_the_package_source():

@@ -6,6 +6,7 @@ remote code saves without the package (no card)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import sys
 
 import pytest
@@ -243,10 +244,17 @@ def test_space_card_metadata():
         "title": "CREMA video QA", "sdk": "gradio", "sdk_version": "5.9.1", "app_file": "app.py",
         "license": "bsd-3-clause", "models": ["org/crema", "org/crema-thermal"],
         "tags": ["crema", "video-question-answering"], "emoji": "🎬", "colorFrom": "indigo", "colorTo": "purple",
-        "pinned": False, "short_description": "Ask questions about a clip: video, flow, thermal",
+        "pinned": False, "short_description": "Ask about a clip: video, flow, depth, thermal...",
     }
     assert front_matter(str(card)) == expected
     assert SpaceCard(str(card)).data.to_dict() == expected
+
+
+def test_the_shipped_space_readme_carries_the_generated_card():
+    """spaces_demo/README.md's front matter is what `space_card` writes for crema-tiny's Space (regenerate it with
+    `python -m crema_hub_cards space-readme spaces_demo/README.md --model crema-hf/crema-tiny`)."""
+    shipped = Path(__file__).resolve().parents[1] / "spaces_demo" / "README.md"
+    assert _meta(shipped) == front_matter(str(space_card(["crema-hf/crema-tiny"])))
 
 
 def test_space_card_sdk_version_defaults_to_gradio_or_the_documented_constant(monkeypatch):

@@ -354,7 +354,7 @@ def test_cli_prints_contributions(capsys):
             "--option", "yes", "--option", "no", "--thermal", _example_input()["thermal"], "--device", "cpu"]
     assert main([*argv, "--contributions"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[:2] == ["answer: yes", "modalities used: video, flow, thermal"]
+    assert lines[:2] == ["answer: yes", "modalities used: video, flow, thermal"]  # no depth / normal render given
     assert lines[4].startswith("contributions (rise in the answer's negative log-likelihood")
     assert [line.split()[-1] for line in lines[5:7]] == ["flow", "thermal"] and float(lines[6].split()[0]) > 0
 

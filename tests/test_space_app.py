@@ -57,23 +57,24 @@ def choice_values(component) -> list:
 
 # ---------------------------------------------------------------------------------------------- the example
 def test_the_space_ships_the_example_clip_unchanged():
-    for name in (EXAMPLE["clip"], EXAMPLE["thermal"]):
+    for name in (EXAMPLE["clip"], EXAMPLE["thermal"], EXAMPLE["depth"], EXAMPLE["normal"]):
         assert (SPACE / "examples" / name).read_bytes() == (REPO / "examples" / name).read_bytes()
 
 
 def test_the_example_is_answered_by_crema_tiny(space_app):
     answer, details, chart, frames = space_app.answer_clip(
         example_path(EXAMPLE["clip"]), EXAMPLE["question"], ", ".join(EXAMPLE["options"]),
-        thermal=example_path(EXAMPLE["thermal"]),
+        thermal=example_path(EXAMPLE["thermal"]), depth=example_path(EXAMPLE["depth"]),
+        normal=example_path(EXAMPLE["normal"]),
     )
     assert answer == EXAMPLE["answer"]
-    assert "video, flow, thermal" in details  # the modalities used
+    assert "video, flow, depth, normal, thermal" in details  # the modalities used
     assert "likelihood" in details  # each option's score is shown
     # one bar per supportive modality (the major modality, video, is what the others are left out against)
-    assert sorted(chart["modality"]) == ["flow", "thermal"]
+    assert sorted(chart["modality"]) == ["depth", "flow", "normal", "thermal"]
     assert all(math.isfinite(value) for value in chart["contribution"])
     captions = [caption for _, caption in frames]
-    for name in ("video", "flow", "thermal"):
+    for name in ("video", "flow", "depth", "normal", "thermal"):
         assert any(caption.startswith(f"{name} ") for caption in captions), captions
     assert all(isinstance(image, Image.Image) and min(image.size) >= 64 for image, _ in frames)
 
@@ -148,12 +149,12 @@ def test_another_model_gets_its_own_checkboxes(space_app, tiny_dir, tmp_path):
     other = tmp_path / "other-crema"
     other.mkdir()
     config = json.loads((tiny_dir / "config.json").read_text())
-    config["modalities"] = [spec for spec in config["modalities"] if spec["name"] != "thermal"]
-    config["modalities"].append({**config["modalities"][-1], "name": "depth"})
+    config["modalities"] = [spec for spec in config["modalities"] if spec["name"] in ("video", "flow")]
+    config["modalities"].append({**config["modalities"][-1], "name": "ir"})
     (other / "config.json").write_text(json.dumps(config))
-    assert space_app.modality_choices(str(other)) == ["video", "flow", "depth"]
+    assert space_app.modality_choices(str(other)) == ["video", "flow", "ir"]
     update = space_app.switch_model(str(other))
-    assert choice_values(update) == ["video", "flow", "depth"] and update.value == ["video", "flow", "depth"]
+    assert choice_values(update) == ["video", "flow", "ir"] and update.value == ["video", "flow", "ir"]
 
     (other / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(gr.Error, match="not a CREMA model"):
@@ -169,9 +170,10 @@ def test_an_allow_list_limits_the_models(space_app, tiny_dir, tmp_path, monkeypa
     monkeypatch.setenv("CREMA_SPACE_MODELS", "crema-hf/crema-tiny")
     with pytest.raises(gr.Error, match="only serves"):
         space_app.switch_model(str(other))
-    assert space_app.modality_choices(space_app.default_model()) == ["video", "flow", "thermal"]
+    shipped = ["video", "flow", "depth", "normal", "thermal"]
+    assert space_app.modality_choices(space_app.default_model()) == shipped
     monkeypatch.delenv("CREMA_SPACE_MODELS")
-    assert space_app.modality_choices(str(other)) == ["video", "flow", "thermal"]
+    assert space_app.modality_choices(str(other)) == shipped
 
 
 class RecordingPipeline:
@@ -203,7 +205,7 @@ def test_only_selected_modalities_and_their_files_reach_the_pipeline(space_app, 
                           thermal=example_path(EXAMPLE["thermal"]))
     inputs, kwargs = recorder.calls[-1]
     assert inputs["thermal"] == example_path(EXAMPLE["thermal"]) and "options" not in inputs
-    assert kwargs["modalities"] == ["video", "flow", "thermal"] and kwargs["contributions"] is True
+    assert kwargs["modalities"] == ["video", "flow", "depth", "normal", "thermal"] and kwargs["contributions"] is True
 
 
 class SlowPipeline(RecordingPipeline):

@@ -86,7 +86,7 @@ def main(argv=None) -> None:
     parser.add_argument("--train-clips", type=int, default=300)
     parser.add_argument("--test-clips", type=int, default=50)
     parser.add_argument("--pretrain-epochs", type=int, default=24)
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
