@@ -34,9 +34,9 @@ logger = logging.getLogger("crema_space")
 DEFAULT_HUB_MODEL = "crema-hf/crema-tiny"
 APP_DIR = Path(__file__).resolve().parent
 EXAMPLES_DIR = APP_DIR / "examples"
-EXAMPLE_VIDEO = EXAMPLES_DIR / "test-000003.mp4"
+EXAMPLE_VIDEO = EXAMPLES_DIR / "test-000001.mp4"
 #: The example's companion renders (the example needs thermal; depth and normal are there for their adapters).
-EXAMPLE_COMPANIONS = {name: EXAMPLES_DIR / f"test-000003-{name}.mp4" for name in ("thermal", "depth", "normal")}
+EXAMPLE_COMPANIONS = {name: EXAMPLES_DIR / f"test-000001-{name}.mp4" for name in ("thermal", "depth", "normal")}
 EXAMPLE_THERMAL = EXAMPLE_COMPANIONS["thermal"]
 EXAMPLE_QUESTION = "Is the object hot?"
 EXAMPLE_OPTIONS = "yes, no"
@@ -238,8 +238,9 @@ def answer_clip(
 ) -> tuple[str, str, pd.DataFrame, list[tuple[Image.Image, str]]]:
     """Answers with the CREMA pipeline: (answer, details markdown, contributions frame, gallery items).
 
-    Files for modalities that are not selected are not passed (the details say so). A bad file or a missing
-    input raises `gr.Error` with the pipeline's one-line message, which the page shows."""
+    Files for modalities that are not selected are not passed (the details say so). With every adapter selected, one
+    whose file is missing is left out (the pipeline's note says so); a selected subset must have its files. A bad
+    file or a missing input raises `gr.Error` with the pipeline's one-line message, which the page shows."""
     model = (model or "").strip() or default_model()
     if not video:
         raise gr.Error("Upload a video clip first.")
@@ -261,7 +262,9 @@ def answer_clip(
         inputs["options"] = options
     try:
         with model_call_lock(model):
-            result = pipe(inputs, modalities=selected, contributions=len(selected) > 1, return_modality_frames=True)
+            # every adapter ticked: the pipeline leaves out those whose file is missing, and says so in its notes
+            subset = None if selected == available else selected
+            result = pipe(inputs, modalities=subset, contributions=len(selected) > 1, return_modality_frames=True)
     except (ValueError, OSError) as error:  # a bad or missing file, an input the model cannot read
         message = _readable(error, {"video": video, **companions})
         logger.warning("refused: %s", message)

@@ -122,3 +122,20 @@ def test_shipped_remote_code_is_the_package_source():
         source = next(path for path in (ROOT / "modeling_crema" / shipped.name, ROOT / "processing" / shipped.name)
                       if path.exists())
         assert shipped.read_text() == source.read_text(), f"{shipped.name} is stale"
+
+
+def test_pretraining_augmentation_turns_all_frames_alike():
+    """The recipe's colour / shape augmentation: one of the eight flips / quarter turns, the same for every frame
+    (a clip's frames must stay one scene), and every pose is drawn."""
+    from crema_training.crema_tiny.pretrain import dihedral_augment
+
+    frames = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
+    poses = [torch.rot90(f, k, dims=(-2, -1)) for f in (frames, frames.flip(-1)) for k in range(4)]
+    generator = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(64):
+        out = dihedral_augment(frames, generator)
+        matches = [i for i, pose in enumerate(poses) if torch.equal(out, pose)]
+        assert len(matches) == 1
+        seen.add(matches[0])
+    assert seen == set(range(8))

@@ -10,9 +10,12 @@ import torch
 from .backbone import NUM_FRAMES
 
 
-def build_crema(backbone_folder, tokenizer, modalities, fusion: bool = True):
+def build_crema(backbone_folder, tokenizer, modalities, fusion: bool = True, seed: int = 0):
+    """CREMA on the frozen backbone; the new adapters' random parts (LoRA A, the fusion) are drawn from `seed`, so a
+    variant starts from the same adapters whatever ran before it in the process."""
     from modeling_crema import CremaForConditionalGeneration
 
+    torch.manual_seed(seed)
     return CremaForConditionalGeneration.from_blip2(
         str(backbone_folder), modalities=list(modalities), tokenizer=tokenizer, num_frames=NUM_FRAMES,
         fusion_modalities=list(modalities) if fusion and len(modalities) > 1 else None,
@@ -66,7 +69,7 @@ def adapter_update_counter():
 
 def train_crema(model, processor, rows, features, output_dir, epochs: int = 10, batch_size: int = 32,
                 lr: float = 1e-3, schedule: str = "sequential", early_exit: bool = True, seed: int = 42,
-                use_cpu: bool = True):
+                use_cpu: bool = True, early_exit_start_epoch: int = 5):
     """Trains the adapters and the fusion; returns the trainer (`trainer.adapter_updates`: updates per adapter)."""
     from ..arguments import CremaTrainingArguments
     from ..trainer import CremaTrainer
@@ -74,7 +77,7 @@ def train_crema(model, processor, rows, features, output_dir, epochs: int = 10, 
     modalities = list(model.config.modality_names)
     args = CremaTrainingArguments(
         output_dir=str(output_dir), modalities=modalities, modality_schedule=schedule, early_exit=early_exit,
-        early_exit_tau=1.4, early_exit_start_epoch=3, per_device_train_batch_size=batch_size,
+        early_exit_tau=1.4, early_exit_start_epoch=early_exit_start_epoch, per_device_train_batch_size=batch_size,
         num_train_epochs=epochs, learning_rate=lr, warmup_steps=10, random_resized_crop=False, llm_dropout=False,
         save_strategy="no", eval_strategy="no", report_to=[], logging_steps=50, use_cpu=use_cpu, seed=seed,
         dataloader_num_workers=0, disable_tqdm=True,
