@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import ModelCard
 
 from . import card_text
 from .eval_results import EvalInput, eval_results_from
@@ -85,15 +85,9 @@ def adapter_card(
     blip2 = card_text.hub_id(facts.base_model_name_or_path)
     base_model = base_model or blip2
     results = eval_results_from(eval_results, eval_dataset or (datasets[0] if datasets else None))
-    data = ModelCardData(
-        base_model=base_model,
-        datasets=list(datasets) or None,
-        license=license,
-        library_name="peft",
-        pipeline_tag=card_text.PIPELINE_TAG,
-        tags=card_text.tags([facts.modality], tags),
-        eval_results=results or None,
-        model_name=(model_name or name.split("/")[-1]) if results else None,
+    data = card_text.card_data(
+        name=name, library_name="peft", modalities=[facts.modality], base_model=base_model, datasets=datasets,
+        license=license, extra_tags=tags, results=results, model_name=model_name,
         crema={
             "modality": facts.modality,
             "encoder": facts.encoder,

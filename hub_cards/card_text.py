@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Iterable, Sequence
 
-from huggingface_hub import EvalResult
+from huggingface_hub import EvalResult, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 PAPER_URL = "https://arxiv.org/abs/2402.05889"
@@ -33,6 +33,34 @@ def tags(modalities: Iterable[str], extra: Sequence[str] = ()) -> list[str]:
         if tag not in out:
             out.append(tag)
     return out
+
+
+def card_data(
+    *,
+    name: str,
+    library_name: str,
+    modalities: Iterable[str],
+    base_model: str | None,
+    datasets: Sequence[str],
+    license: str | None,
+    extra_tags: Sequence[str],
+    results: Sequence[EvalResult],
+    model_name: str | None,
+    crema: dict,
+) -> ModelCardData:
+    """The metadata model and adapter cards share; they differ in the library, the modalities and the `crema`
+    block. `model_name` (the `model-index` name) is only written with evaluation results."""
+    return ModelCardData(
+        base_model=base_model,
+        datasets=list(datasets) or None,
+        license=license,
+        library_name=library_name,
+        pipeline_tag=PIPELINE_TAG,
+        tags=tags(modalities, extra_tags),
+        eval_results=list(results) or None,
+        model_name=(model_name or name.split("/")[-1]) if results else None,
+        crema=crema,
+    )
 
 
 def count(value: int) -> str:

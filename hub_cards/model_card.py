@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import ModelCard
 
 from . import card_text
 from .eval_results import EvalInput, eval_results_from
@@ -123,15 +123,9 @@ def model_card(
     name = repo_id or os.path.basename(os.path.normpath(facts.folder))
     base_model = base_model or recorded_blip2(facts)
     results = eval_results_from(eval_results, eval_dataset or (datasets[0] if datasets else None))
-    data = ModelCardData(
-        base_model=base_model,
-        datasets=list(datasets) or None,
-        license=license,
-        library_name="transformers",
-        pipeline_tag=card_text.PIPELINE_TAG,
-        tags=card_text.tags(facts.modalities, tags),
-        eval_results=results or None,
-        model_name=(model_name or name.split("/")[-1]) if results else None,
+    data = card_text.card_data(
+        name=name, library_name="transformers", modalities=facts.modalities, base_model=base_model,
+        datasets=datasets, license=license, extra_tags=tags, results=results, model_name=model_name,
         crema={
             "modalities": facts.modalities,
             "fusion_modalities": facts.fusion_modalities,

@@ -7,11 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import OrderedDict
@@ -21,6 +17,8 @@ import gradio as gr
 import httpx
 import pytest
 from PIL import Image
+
+from served_space import free_port, served_space
 
 REPO = Path(__file__).resolve().parents[1]
 SPACE = REPO / "spaces_demo"
@@ -254,37 +252,12 @@ def test_the_queue_is_bounded(space_app, tiny_dir):
 def test_served_from_the_repo_root_with_an_upload_limit(tmp_path):
     """`python spaces_demo/app.py` from the repo root, port from GRADIO_SERVER_PORT: the page is served and an
     upload over the limit is refused by the server (413) before it reaches the model."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "CREMA_SPACE_MAX_FILE_SIZE": "2kb",
-           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "NO_PROXY": "127.0.0.1,localhost"}
-    log = tmp_path / "app.log"
-    with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "spaces_demo/app.py"], cwd=REPO, env=env, stdout=out,
-                                   stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, f"the app exited:\n{log.read_text()[-4000:]}"
-            assert time.monotonic() < deadline, f"the app did not serve {url}:\n{log.read_text()[-4000:]}"
-            try:
-                page = httpx.get(url, timeout=5)
-                if page.status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
+    port = free_port()
+    env = {"GRADIO_SERVER_PORT": str(port), "CREMA_SPACE_MAX_FILE_SIZE": "2kb"}
+    with served_space(["spaces_demo/app.py"], REPO, port, tmp_path / "app.log", env) as url:
+        page = httpx.get(url, timeout=5)
         assert "CREMA" in page.text
         small = httpx.post(url + "gradio_api/upload", files={"files": ("small.mp4", b"0" * 1000)}, timeout=30)
         assert small.status_code == 200, small.text
         big = httpx.post(url + "gradio_api/upload", files={"files": ("big.mp4", b"0" * 5000)}, timeout=30)
         assert big.status_code == 413, big.text
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

@@ -9,15 +9,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from served_space import free_port, served_space
 
 REPO = Path(__file__).resolve().parents[1]
 SPACE = REPO / "spaces_demo"
@@ -28,7 +24,6 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
-SERVE_TIMEOUT_S = 180  # imports + gradio start on a busy 2-core machine
 ANSWER_TIMEOUT_MS = 180_000  # the first answer also loads the pipeline (torch, remote code)
 
 pytestmark = pytest.mark.skipif(
@@ -38,50 +33,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def free_port() -> int:
-    """A port nobody listens on now (the app binds it a moment later)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until_serving(url: str, process: subprocess.Popen, log: Path) -> None:
-    """Polls the page until it answers 200; fails with the server's log if the app dies or never serves."""
-    deadline = time.monotonic() + SERVE_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the app exited with status {process.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"the app did not serve {url} within {SERVE_TIMEOUT_S} s:\n{log.read_text()[-4000:]}")
-
-
 @pytest.fixture
 def space_url(tmp_path):
     """The Space started from inside spaces_demo/ on a free port, stopped (by its own pid) afterwards."""
-    port = free_port()
-    log = tmp_path / "app.log"
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "NO_PROXY": "127.0.0.1,localhost"}
-    env.pop("CREMA_MODEL", None)  # the default model: crema-tiny from the installed package
-    with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=SPACE, env=env,
-                                   stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        wait_until_serving(url, process, log)
+    port, log = free_port(), tmp_path / "app.log"
+    with served_space(["app.py", "--port", str(port)], SPACE, port, log) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
     print(f"app log (last lines):\n{log.read_text()[-2000:]}")
 
 

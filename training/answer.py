@@ -21,6 +21,8 @@ from typing import Any, Iterator, Sequence
 from transformers.utils import logging
 
 from modeling_crema.pipeline_crema import (  # noqa: F401  (re-exported: evaluate.py and tests import them here)
+    AUDIO_ENCODER_EXAMPLE,
+    DEPTH_EXAMPLE,
     DERIVED_FROM_VIDEO,
     SCORING_MODES,
     CremaVideoQuestionAnsweringPipeline,
@@ -40,8 +42,6 @@ COMPANION_FLAGS = {"audio": "--audio-file", "thermal": "--thermal", "touch": "--
                    "depth": "--depth", "normal": "--normal"}
 #: Why a Hub repo may fail to load, appended to Hub errors.
 HUB_HINT = "offline? set HF_HUB_OFFLINE/HF token"
-DEPTH_EXAMPLE = "e.g. depth-anything/Depth-Anything-V2-Small-hf or Intel/dpt-hybrid-midas"
-AUDIO_ENCODER_EXAMPLE = "e.g. MIT/ast-finetuned-audioset-10-10-0.4593"
 
 
 @dataclass
