@@ -497,6 +497,11 @@ def test_bad_settings_are_refused_with_the_parameter_named(tmp_path):
         generate_crema_synth(tmp_path / "y", {"train": 1}, num_workers=0, progress=False)
     # only two-object templates asked: every clip has two objects
     assert load_crema_synth(tmp_path / "y")["train"][0]["num_objects"] == 2
+    # one-object templates and audio ones (asked about any clip): every clip has one object
+    generate_crema_synth(tmp_path / "z", {"train": 6}, question_types=["color", "beeps"], num_workers=0,
+                         progress=False)
+    rows = load_crema_synth(tmp_path / "z")["train"]
+    assert set(rows["num_objects"]) == {1} and set(rows["question_type"]) == {"color", "beeps"}
 
 
 def test_command_line_pieces(tmp_path, capsys):

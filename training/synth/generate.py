@@ -41,10 +41,11 @@ def clip_seed(seed: int, split: str, index: int) -> "Any":
 
 
 def _object_counts(question_types: Sequence[str] | None) -> tuple[int, ...]:
-    """Object counts whose clips can be asked at least one of the question types."""
+    """Object counts of the clips: those the question types about objects need (a type asked about any clip, e.g.
+    beeps, fits them all), or one and two when every type is asked about any clip."""
     wanted = V.QUESTION_TYPES if question_types is None else tuple(question_types)
-    counts = {V.TEMPLATES_BY_NAME[name].num_objects for name in wanted}
-    return (1, 2) if None in counts or counts == {1, 2} else tuple(sorted(counts))
+    counts = {V.TEMPLATES_BY_NAME[name].num_objects for name in wanted} - {None}
+    return tuple(sorted(counts)) if counts else (1, 2)
 
 
 def make_clip(job: dict[str, Any]) -> list[dict[str, Any]]:
