@@ -160,7 +160,6 @@ def test_reference_layouts_with_one_frame_use_the_frame_prefix_without_number(to
     expected.check(prepared, text)
 
 
-@pytest.mark.xfail(strict=True, reason="a point-cloud-only input gets '3D Model: '; the authors' code uses 'Audio: '")
 @pytest.mark.parametrize("layout", ["reference_concat", "reference_add"])
 def test_reference_layouts_point_cloud_only_input_uses_the_audio_prefix(tokenizer, layout):
     """DESIGN §1.4: in the reference, a point-cloud-only input is preceded by the "Audio: " prefix."""

@@ -34,7 +34,8 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cuts: objects jump between sampled segments so only optical flow shows the motion "
                              "(default); continuous: one steady motion, visible in RGB too")
     parser.add_argument("--question-types", type=_question_types, default=None,
-                        help=f"comma-separated subset of: {', '.join(QUESTION_TYPES)} (default: all)")
+                        help=f"comma-separated subset of: {', '.join(QUESTION_TYPES)} (default: all); clips get the "
+                             "object counts these types need")
     parser.add_argument("--questions-per-clip", type=int, default=None,
                         help="ask this many applicable question types per clip (default: all)")
     parser.add_argument("--no-shuffle-options", action="store_true", help="keep the options in vocabulary order")

@@ -181,7 +181,8 @@ def generate_crema_synth(
             objects jump to new random places between segments, so the sampled RGB frames say nothing about the
             motion, which only optical flow (each sampled frame and the next one) shows.
         motion: "cuts" (above) or "continuous" (one steady motion over the whole clip, visible in RGB too).
-        question_types: restrict to these templates (`vocabulary.QUESTION_TYPES`); default all.
+        question_types: restrict to these templates (`vocabulary.QUESTION_TYPES`); default all. Clips get the object
+            counts these templates need (the audio ones fit any).
         questions_per_clip: ask this many applicable templates per clip at random; default all of them.
         shuffle_options: shuffle the multiple-choice options of every question.
         num_workers: processes that render clips (default: the CPU count, up to 8; 0 renders in this process).
