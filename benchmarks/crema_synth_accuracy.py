@@ -6,10 +6,11 @@ clips), printed as a markdown table. Reuses the recipe's work folder (data + fro
 
 Variants: `shipped` (the committed modeling_crema/pretrained/crema-tiny: V,A,F,D,N,H + fusion, sequential, early
 exit), `shipped_video_only` (the same model answering with its video adapter only: the others give zeros to the
-fusion), `shipped_without_<m>` (the same model with modality m left out), `video` (a CREMA trained with the video
-adapter only), `video_audio` (a CREMA trained with the video and audio adapters and the fusion), `concat` (every
-modality, no fusion), `joint` (fusion, joint updates), `no_exit` (fusion,
-sequential, early exit off), `exit_from_<j>` (as the recipe, early exit allowed from epoch j instead of 5). Every trained variant uses the recipe's settings and seed; `shipped` reads its adapter
+fusion), `shipped_video_audio` (the same with its video and audio adapters), `shipped_without_<m>` (the same model
+with modality m left out), `video` (a CREMA trained with the video adapter only), `video_audio` (a CREMA trained
+with the video and audio adapters and the fusion), `concat` (every modality, no fusion), `joint` (fusion, joint
+updates), `no_exit` (fusion, sequential, early exit off), `exit_from_<j>` (as the recipe, early exit allowed from
+epoch j instead of 5). Every trained variant uses the recipe's settings and seed; `shipped` reads its adapter
 update counts from the recipe's `WORK/run/adapter_updates.json`. Multiple choice is ranked by the options'
 log-likelihood, as `crema answer` does. "LLM visual tokens" is the LLM input length minus the prompt's."""
 
@@ -68,6 +69,8 @@ def main() -> None:
             used = None
             if variant == "shipped_video_only":
                 used = ["video"]
+            elif variant == "shipped_video_audio":
+                used = ["video", "audio"]
             elif variant.startswith("shipped_without_"):
                 used = [m for m in model.config.modality_names if m != variant.removeprefix("shipped_without_")]
             features = clip_features(model, data["test"][0], model.config.modality_names)
