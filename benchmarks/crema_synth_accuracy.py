@@ -4,13 +4,11 @@ clips), printed as a markdown table. Reuses the recipe's work folder (data + fro
     python -m crema_training.crema_tiny.recipe --work crema-tiny-work        # once
     python benchmarks/crema_synth_accuracy.py --work crema-tiny-work --variants shipped,video,concat,joint,no_exit
 
-Variants: `shipped` (the committed modeling_crema/pretrained/crema-tiny: V,A,F,D,N,H + fusion, sequential, early
+Variants: `shipped` (the committed modeling_crema/pretrained/crema-tiny: V,F,D,N,H + fusion, sequential, early
 exit), `shipped_video_only` (the same model answering with its video adapter only: the others give zeros to the
-fusion), `shipped_video_audio` (the same with its video and audio adapters), `shipped_without_<m>` (the same model
-with modality m left out), `video` (a CREMA trained with the video adapter only), `video_audio` (a CREMA trained
-with the video and audio adapters and the fusion), `concat` (every modality, no fusion), `joint` (fusion, joint
-updates), `no_exit` (fusion, sequential, early exit off), `exit_from_<j>` (as the recipe, early exit allowed from
-epoch j instead of 5). Every trained variant uses the recipe's settings and seed; `shipped` reads its adapter
+fusion), `shipped_without_<m>` (the same model with modality m left out), `video` (a CREMA trained with the video
+adapter only), `concat` (every modality, no fusion), `joint` (fusion, joint updates), `no_exit` (fusion,
+sequential, early exit off). Every trained variant uses the recipe's settings and seed; `shipped` reads its adapter
 update counts from the recipe's `WORK/run/adapter_updates.json`. Multiple choice is ranked by the options'
 log-likelihood, as `crema answer` does. "LLM visual tokens" is the LLM input length minus the prompt's."""
 
@@ -24,8 +22,6 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-#: Trained variants that use a subset of the modalities (the others use all of them).
-TRAINED_SUBSETS = {"video": ["video"], "video_audio": ["video", "audio"]}
 
 
 @torch.no_grad()
@@ -50,7 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="crema-tiny-work")
     parser.add_argument("--model", default=str(ROOT / "modeling_crema" / "pretrained" / "crema-tiny"))
-    parser.add_argument("--variants", default="shipped,shipped_video_only,video,video_audio,concat,joint,no_exit")
+    parser.add_argument("--variants", default="shipped,shipped_video_only,video,concat,joint,no_exit")
     parser.add_argument("--epochs", type=int, default=8, help="as the recipe's --epochs")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None, help="also write the results here")
@@ -69,8 +65,6 @@ def main() -> None:
             used = None
             if variant == "shipped_video_only":
                 used = ["video"]
-            elif variant == "shipped_video_audio":
-                used = ["video", "audio"]
             elif variant.startswith("shipped_without_"):
                 used = [m for m in model.config.modality_names if m != variant.removeprefix("shipped_without_")]
             features = clip_features(model, data["test"][0], model.config.modality_names)
@@ -79,16 +73,13 @@ def main() -> None:
                 updates = json.loads((work / "run" / "adapter_updates.json").read_text())
             tokens = visual_token_count(model, features, test_rows, used)
         else:
-            modalities = TRAINED_SUBSETS.get(variant, list(MODALITIES))
+            modalities = ["video"] if variant == "video" else list(MODALITIES)
             model = build_crema(work / "backbone", tokenizer, modalities, fusion=variant != "concat")
             processor = CremaProcessor.from_model_config(model.config, tokenizer)
             train_features = clip_features(model, data["train"][0], modalities)
             schedule = "joint" if variant == "joint" else "sequential"
-            exit_start = ({"early_exit_start_epoch": int(variant.removeprefix("exit_from_"))}
-                          if variant.startswith("exit_from_") else {})
             trainer = train_crema(model, processor, train_rows, train_features, work / f"bench-{variant}",
-                                  epochs=args.epochs, schedule=schedule, early_exit=variant != "no_exit",
-                                  **exit_start)
+                                  epochs=args.epochs, schedule=schedule, early_exit=variant != "no_exit")
             updates = trainer.adapter_updates
             features = clip_features(model, data["test"][0], modalities)
             result = evaluate(model, tokenizer, test_rows, features)

@@ -83,8 +83,7 @@ def test_answers_the_example_question(capsys, named):
     assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].removeprefix("answer: ") == EXAMPLE["answer"]
-    # audio from the clip's own track; no depth / normal render given: left out, and said
-    assert lines[1] == "modalities used: video, audio, flow, thermal"
+    assert lines[1] == "modalities used: video, flow, thermal"  # no depth / normal render given: left out, and said
     notes = [line for line in lines if line.startswith("note: ")]
     assert any(note.startswith("note: answered without 'depth'") and "--depth FILE" in note for note in notes)
     assert any(note.startswith("note: answered without 'normal'") and "--normal FILE" in note for note in notes)
@@ -100,7 +99,7 @@ def test_answers_the_example_with_every_companion(capsys):
     assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].removeprefix("answer: ") == EXAMPLE["answer"]
-    assert lines[1] == "modalities used: video, audio, flow, depth, normal, thermal"
+    assert lines[1] == "modalities used: video, flow, depth, normal, thermal"
     assert not any(line.startswith("note: ") for line in lines)
 
 
@@ -140,24 +139,3 @@ def test_pretraining_augmentation_turns_all_frames_alike():
         assert len(matches) == 1
         seen.add(matches[0])
     assert seen == set(range(8))
-
-
-def test_audio_pretraining_tracks_are_labelled_by_what_they_sound_like():
-    """The recipe's extra audio tracks: the AST's input shape, and each beeps / pitch answer agrees with the bursts
-    counted in its fbank and with the mel band they sit in."""
-    from crema_training.crema_tiny.backbone import AUDIO_FRAMES, AUDIO_MEL_BINS, build_tokenizer
-    from crema_training.crema_tiny.data import audio_pretraining_pool, make_processor
-
-    clips, rows = audio_pretraining_pool(make_processor(build_tokenizer()), 12, progress=False)
-    assert len(clips) == 12 and sorted({r["question_type"] for r in rows}) == ["beeps", "pitch"]
-    peak_bands = {"high": [], "low": []}
-    for clip_id, clip in clips.items():
-        fbank = clip["audio"]
-        assert fbank.shape == (1, AUDIO_FRAMES, AUDIO_MEL_BINS) and torch.isfinite(fbank).all()
-        energy = fbank[0].max(dim=1).values
-        loud = energy > (energy.min() + energy.max()) / 2
-        bursts = int(loud[0]) + int((loud[1:] & ~loud[:-1]).sum())
-        answers = {r["question_type"]: r["options"][r["answer_index"]] for r in rows if r["clip_id"] == clip_id}
-        assert answers["beeps"] == ("one", "two", "three")[bursts - 1], (clip_id, bursts, answers)
-        peak_bands[answers["pitch"]].append(int(fbank[0][loud].mean(dim=0).argmax()))
-    assert peak_bands["high"] and peak_bands["low"] and min(peak_bands["high"]) > max(peak_bands["low"])

@@ -3,9 +3,9 @@
     python -m crema_training.crema_tiny.recipe --work /tmp/crema-tiny-work --out modeling_crema/pretrained
 
 1. CREMA-Synth (one-object clips, options in the vocabulary's fixed order) is generated into `--work`.
-2. A tiny BLIP-2-shaped backbone, a tiny AST audio encoder and a word-level tokenizer are built and pre-trained on
-   per-rendering QA (RGB, flow, depth, normals, thermal, the audio track), then frozen (LLM included).
-3. CREMA is built from them with `from_blip2` (video, audio, flow, depth, normal, thermal + self-gated fusion) and its
+2. A tiny BLIP-2-shaped backbone + word-level tokenizer is built and pre-trained on per-rendering QA (RGB, flow,
+   depth, normals, thermal), then frozen (LLM included).
+3. CREMA is built from it with `from_blip2` (video, flow, depth, normal, thermal + self-gated fusion) and its
    adapters are trained with `CremaTrainer` (modality-sequential, adaptive early exit) on cached frozen features.
 4. The model is saved with its processor to `--out/crema-tiny`, each adapter to `--out/crema-tiny-<modality>`.
 """
@@ -19,13 +19,10 @@ from pathlib import Path
 
 import torch
 
-QUESTION_TYPES = ("color", "shape", "motion", "depth", "hot", "orientation", "beeps", "pitch")
-#: RGB, its audio track, the flow derived from it, and the depth / normal / thermal companion renders.
-MODALITIES = ("video", "audio", "flow", "depth", "normal", "thermal")
+QUESTION_TYPES = ("color", "shape", "motion", "depth", "hot", "orientation")
+#: RGB, the flow derived from it, and the depth / normal / thermal companion renders.
+MODALITIES = ("video", "flow", "depth", "normal", "thermal")
 TARGET_TYPES = QUESTION_TYPES
-#: Extra audio tracks for pre-training the audio encoder, and how many of their questions join each epoch.
-AUDIO_POOL_TRACKS = 3000
-AUDIO_POOL_ROWS_PER_EPOCH = 2000
 
 
 def question_templates(types=QUESTION_TYPES) -> list[dict]:
@@ -39,13 +36,11 @@ def question_templates(types=QUESTION_TYPES) -> list[dict]:
 def prepare_data(work: Path, train_clips: int, test_clips: int, seed: int = 0):
     from ..synth import generate_crema_synth, load_crema_synth
     from .backbone import build_tokenizer
-    from .data import audio_pretraining_pool, make_processor, process_split
+    from .data import make_processor, process_split
 
     cache = work / "processed.pt"
     if cache.exists():
-        data = torch.load(cache, weights_only=False)  # the recipe's own file, in its own work folder
-        if "audio_pool" in data:  # else written by a recipe without audio: processed again below
-            return data
+        return torch.load(cache, weights_only=False)
     synth = work / "synth"
     if (synth / "dataset").is_dir():
         dataset = load_crema_synth(synth)
@@ -56,29 +51,24 @@ def prepare_data(work: Path, train_clips: int, test_clips: int, seed: int = 0):
     processor = make_processor(build_tokenizer())
     train = process_split(dataset["train"], processor)
     test = process_split(dataset["test"], processor)
-    data = {"train": train, "test": test, "synth": str(synth),
-            "audio_pool": audio_pretraining_pool(processor, AUDIO_POOL_TRACKS)}
+    data = {"train": train, "test": test, "synth": str(synth)}
     torch.save(data, cache)
     return data
 
 
 def pretrain_backbone(work: Path, data, epochs: int):
-    from .backbone import build_audio_encoder, build_backbone, build_tokenizer, count_parameters
-    from .crema_stage import AUDIO_ENCODER_FOLDER
+    from .backbone import build_backbone, build_tokenizer, count_parameters
     from .pretrain import letter_accuracy, pretrain
 
     folder = work / "backbone"
     tokenizer = build_tokenizer()
     if (folder / "config.json").exists():
         return folder, tokenizer
-    blip2, audio_encoder = build_backbone(tokenizer), build_audio_encoder()
-    print(f"backbone: {count_parameters(blip2):,} parameters, audio encoder: {count_parameters(audio_encoder):,}",
+    blip2 = build_backbone(tokenizer)
+    print(f"backbone: {count_parameters(blip2):,} parameters", flush=True)
+    pretrain(blip2, tokenizer, *data["train"], epochs=epochs, log=lambda s: print(s, flush=True))
+    print("backbone held-out accuracy per rendering:", json.dumps(letter_accuracy(blip2, tokenizer, *data["test"])),
           flush=True)
-    pretrain(blip2, audio_encoder, tokenizer, *data["train"], epochs=epochs, extra=data["audio_pool"],
-             extra_per_epoch=AUDIO_POOL_ROWS_PER_EPOCH, log=lambda s: print(s, flush=True))
-    accuracy = letter_accuracy(blip2, audio_encoder, tokenizer, *data["test"])
-    print("backbone held-out accuracy per rendering:", json.dumps(accuracy), flush=True)
-    audio_encoder.save_pretrained(folder / AUDIO_ENCODER_FOLDER)
     blip2.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder, tokenizer

@@ -89,6 +89,8 @@ class CremaConfig(PreTrainedConfig):
         fusion_modalities: the ordered modalities the fusion was built for (major first).
         frame_prefix_template: text put before each frame's tokens ("Frame {i}: ", i from 1).
         frame_prefix_token_ids: its token ids per frame (filled by `set_prefix_tokens`); empty means no prefixes.
+        point_cloud_only_prefix_token_ids: the token ids of "Audio: ", which the reference layouts put before a
+            point cloud that is the only input (as the authors' code does; filled by `set_prefix_tokens`).
         max_points / point_position_scale / point_grid_size: point-cloud padding, position-embedding scale and the
             voxel grid (coordinates must lie in [0, point_grid_size)).
         question_templates: the questions the adapters were trained on, when they are a closed set (e.g.
@@ -122,6 +124,7 @@ class CremaConfig(PreTrainedConfig):
     modalities_without_lora: list | None = None
     frame_prefix_template: str = "Frame {i}: "
     frame_prefix_token_ids: list | None = None
+    point_cloud_only_prefix_token_ids: list | None = None
     audio_feature_size: int = 768
     max_points: int = 5000
     point_position_scale: float = 0.01
@@ -153,6 +156,7 @@ class CremaConfig(PreTrainedConfig):
                 spec["feature_size"] = self.default_feature_size(spec["encoder"])
         self.modalities = specs
         self.frame_prefix_token_ids = [list(ids) for ids in (self.frame_prefix_token_ids or [])]
+        self.point_cloud_only_prefix_token_ids = list(self.point_cloud_only_prefix_token_ids or [])
         if self.fusion_modalities is not None:
             self.fusion_modalities = list(self.fusion_modalities)
 

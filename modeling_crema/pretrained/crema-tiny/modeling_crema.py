@@ -42,6 +42,7 @@ from .adapters import (
 from .configuration_crema import CremaConfig, make_modality_spec
 from .fusion import SelfGatedFusion, read_fusion_folder, write_fusion_folder
 from .mmqa import ModalityQueryAdapter, QueryTokens, kaiming_uniform_, sinusoidal_point_embedding
+from .modality_names import DEFAULT_MODALITY_PREFIXES
 from .saving import atomic_directory, recover_interrupted_save
 from .token_layout import LAYOUTS, LayoutParts
 
@@ -412,6 +413,7 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
                                               for i in range(self.config.num_frames)]
         for spec in self.config.modalities:
             spec["prefix_token_ids"] = self._tokenize_prefix(spec["prefix"])
+        self.config.point_cloud_only_prefix_token_ids = self._tokenize_prefix(DEFAULT_MODALITY_PREFIXES["audio"])
 
     def _tokenize_prefix(self, text: str) -> list[int]:
         """Token ids of a prefix text, or [] (no prefix) when the model has no tokenizer."""
@@ -679,6 +681,7 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
                 name: self._embed_prefix(self.config.modality(name)["prefix_token_ids"], batch, embed) for name in used
             },
             encoders={name: self.config.modality(name)["encoder"] for name in used},
+            point_cloud_only_prefix=self._embed_prefix(self.config.point_cloud_only_prefix_token_ids, batch, embed),
             per_frame={name: self._is_per_frame(name, modality_embeds[name].shape[1]) for name in used},
         )
         pieces = LAYOUTS[self.config.token_layout](parts)

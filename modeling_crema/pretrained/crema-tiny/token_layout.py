@@ -13,7 +13,7 @@ Layouts:
 Both reference layouts prefix a single frame too ("Frame: ", T = 1); without the fusion, the per-frame
 modalities share each frame's prefix,
 [Frame i: major_i s1_i s2_i ...]_i, then audio tokens without a prefix, then other modalities after their prefix
-("3D Model: ").
+("3D Model: "), except a point cloud that is the only input, which the authors' code puts after "Audio: ".
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ class LayoutParts:
     (B, T, Q, H) or None, and fused_modalities the modalities it consumed. frame_prefixes: embedded "Frame i: "
     (B, p_i, H) per frame (None or missing: no prefix). modality_prefixes: embedded prefix (B, p, H) or None.
     encoders: each modality's encoder kind. per_frame: whether a modality's groups are video frames (frame
-    prefixes belong to those only: audio segments are not frames, DESIGN §1.4).
+    prefixes belong to those only: audio segments are not frames, DESIGN §1.4). point_cloud_only_prefix: embedded
+    "Audio: " (or None), the reference layouts' prefix of a point cloud that is the only input.
     """
 
     order: list[str]
@@ -44,6 +45,7 @@ class LayoutParts:
     modality_prefixes: dict[str, torch.Tensor | None]
     encoders: dict[str, str]
     per_frame: dict[str, bool]
+    point_cloud_only_prefix: torch.Tensor | None = None
 
     def frames(
         self, embeds: torch.Tensor, *companions: torch.Tensor, prefixed: bool = True, single: bool = False
@@ -82,6 +84,9 @@ def _reference_without_fusion(parts: LayoutParts) -> tuple[list[torch.Tensor], l
     """The reference's per-frame concatenation [Frame i: major_i s1_i ...]_i; returns it and what is left."""
     major, *others = parts.order
     major_embeds = parts.embeds[major]
+    if not others and parts.encoders[major] == "point_cloud" and parts.point_cloud_only_prefix is not None:
+        # the authors' code names a lone point cloud "Audio: " (DESIGN §1.4)
+        return [parts.point_cloud_only_prefix, major_embeds.flatten(1, 2)], []
     if parts.encoders[major] != "vision":
         return parts.prefixed(major, flat=True), others
     frames = major_embeds.shape[1]
