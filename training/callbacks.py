@@ -1,7 +1,8 @@
 """Trainer callbacks of CREMA's training and the early-exit plot (the paper's Fig. 2).
 
 `EarlyExitCallback` closes the early-exit statistics of each finished epoch (averages reduced across ranks, exit
-decisions, indicator logged) before the Trainer's epoch-end evaluation and checkpoint. `EarlyExitPlotCallback`
+decisions, indicator logged) before the Trainer's epoch-end evaluation and checkpoint. `DatasetEpochCallback` tells
+a training dataset with `set_epoch` (e.g. `TrainingExamples`) which epoch starts, on every rank. `EarlyExitPlotCallback`
 writes `early_exit.json` and `early_exit.png` into the output folder when training ends.
 """
 
@@ -15,6 +16,19 @@ from transformers import TrainerCallback
 from .early_exit import EARLY_EXIT_STATE_NAME
 
 EARLY_EXIT_PLOT_NAME = "early_exit.png"
+
+
+class DatasetEpochCallback(TrainerCallback):
+    """Calls `dataset.set_epoch(epoch)` when an epoch begins, before the DataLoader's workers copy the dataset:
+    accelerate forwards the epoch to the dataset in a single process only. `state.epoch` counts finished epochs
+    (fractional when resuming mid-epoch). Added by `CremaTrainer` when its training dataset has `set_epoch`."""
+
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.dataset.set_epoch(int(state.epoch or 0))
+        return control
 
 
 class EarlyExitCallback(TrainerCallback):

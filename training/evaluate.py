@@ -20,25 +20,21 @@ Importing this module imports only the standard library: torch, transformers and
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .cli_types import non_negative_int, positive_int
 from .benchmark_datasets import BENCHMARKS, benchmark_info, missing_columns
 from .metrics import accuracy_summary, format_table, score
+from .schema_inputs import PROMPT_PRESET_MODES, InputPlan, PreparedGroup, Preparer, plan_inputs, prepare_batch
 
 LOG_FORMAT = "crema-eval-predictions"
 LOG_VERSION = 1
-DERIVED = ("flow", "depth", "normal")
 MC_SCORING = ("letter", "likelihood")
-#: `--prompt-preset`: each row's `prompt_preset` (the reference's text for its benchmark), none (the default prompts
-#: of DESIGN §3 / paper Table 11), or whatever preset the saved processor has.
-PROMPT_PRESET_MODES = ("dataset", "none", "processor")
 
 
 # ---------------------------------------------------------------------------------------------- arguments
@@ -202,166 +198,6 @@ def _load_saved(folder: str, split: str | None):
     elif split is not None:
         raise ValueError(f"--split {split}: {folder} holds a single dataset, not a DatasetDict")
     return data
-
-
-# ------------------------------------------------------------------------------------------ model inputs
-@dataclass
-class InputPlan:
-    """How each of the model's modalities is fed from the dataset's columns (decided once per dataset)."""
-
-    include_video: bool = False
-    needs_video: bool = False
-    derived: list[str] = field(default_factory=list)  # flow/depth/normal rendered from the video
-    visual_columns: list[str] = field(default_factory=list)  # precomputed visual modalities: `visual={m: path}`
-    companions: list[str] = field(default_factory=list)  # thermal / touch clips
-    audio: str | None = None  # "column" (the audio column) or "video" (the videos' own track)
-    point_clouds: list[tuple[str, str]] = field(default_factory=list)  # (features column, voxels column)
-    prompt_preset: str = "dataset"  # one of PROMPT_PRESET_MODES
-
-    def processor_kwargs(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        from crema_processing.point_cloud import load_point_cloud
-
-        kwargs: dict[str, Any] = {}
-        if self.needs_video:
-            kwargs["videos"] = [row["video"] for row in rows]
-            kwargs["include_video"] = self.include_video
-        for name in self.derived:
-            kwargs[name] = True
-        if self.visual_columns:
-            kwargs["visual"] = {name: [row[name] for row in rows] for name in self.visual_columns}
-        for name in self.companions:
-            kwargs[name] = [row[name] for row in rows]
-        if self.audio == "column":
-            kwargs["audio"] = [row["audio"] for row in rows]
-        elif self.audio == "video":
-            kwargs["audio"] = True
-        for features, voxels in self.point_clouds:
-            kwargs["point_cloud"] = [load_point_cloud(row[features], row[voxels]) for row in rows]
-        return kwargs
-
-
-def plan_inputs(model: Any, processor: Any, dataset: Any, prompt_preset: str = "dataset") -> InputPlan:
-    """Which columns feed which of the model's adapters; one ValueError naming the modality, the missing column
-    and the option that fixes it, before anything runs."""
-    columns = set(dataset.column_names)
-    ids = dataset["id"]
-
-    def first_missing(column: str) -> str | None:
-        """None when every row has the column, else the id of the first row without it."""
-        if column not in columns:
-            return ids[0]
-        return next((ids[i] for i, value in enumerate(dataset[column]) if value is None), None)
-
-    def refuse(modality: str, column: str, fix: str) -> ValueError:
-        row = first_missing(column)
-        return ValueError(f"the model has a {modality!r} adapter but the dataset has no {column!r} for question "
-                          f"{row}: {fix}")
-
-    if prompt_preset not in PROMPT_PRESET_MODES:
-        raise ValueError(f"prompt_preset must be one of {PROMPT_PRESET_MODES}, got {prompt_preset!r}")
-    accepts_preset = "prompt_preset" in inspect.signature(processor.__call__).parameters
-    if prompt_preset != "processor" and not accepts_preset:
-        raise ValueError(f"--prompt-preset {prompt_preset}: this processor has no prompt presets; use "
-                         "--prompt-preset processor")
-    plan = InputPlan(prompt_preset=prompt_preset)
-    config = model.config
-    for spec in config.modalities:
-        name, encoder = spec["name"], spec["encoder"]
-        if name == "video":
-            if first_missing("video") is not None:
-                raise refuse("video", "video", "build it with --media-root (or --root video=DIR)")
-            plan.include_video = plan.needs_video = True
-        elif name in DERIVED:
-            if first_missing(name) is None:
-                plan.visual_columns.append(name)
-                continue
-            if first_missing("video") is not None:
-                raise refuse(name, "video", f"it is derived from the clip; build the dataset with --media-root, or "
-                             f"give precomputed {name} frames with --root {name}=DIR")
-            if name in ("depth", "normal"):
-                video_processor = processor.video_processor
-                if (getattr(video_processor, "depth_model_name_or_path", None) is None
-                        and getattr(video_processor, "_depth_estimator", None) is None):
-                    raise ValueError(f"the model has a {name!r} adapter, which needs a depth-estimation model: pass "
-                                     f"--depth-model DIR_OR_ID, or precomputed {name} frames with --root {name}=DIR")
-            plan.needs_video = True
-            plan.derived.append(name)
-        elif name == "audio":
-            if encoder != "audio" or config.audio_config is None:
-                raise ValueError(
-                    "the model's 'audio' adapter takes precomputed audio features (the model has no audio encoder), "
-                    "so it cannot read audio files: build the model with `crema init --audio-encoder DIR_OR_ID`"
-                )
-            if first_missing("audio") is None:
-                plan.audio = "column"
-            elif first_missing("video") is None:
-                plan.audio, plan.needs_video = "video", True
-            else:
-                raise refuse("audio", "audio", "build the dataset with --media-root (or --root audio=DIR)")
-        elif encoder == "point_cloud":
-            features, voxels = name, f"{name}_voxels"
-            for column in (features, voxels):
-                if first_missing(column) is not None:
-                    raise refuse(name, column, f"build the dataset with --media-root (or --root {name}=DIR)")
-            plan.point_clouds.append((features, voxels))
-        elif name in ("thermal", "touch"):
-            if first_missing(name) is not None:
-                raise refuse(name, name, f"build the dataset with --media-root (or --root {name}=DIR)")
-            plan.companions.append(name)
-        else:
-            if first_missing(name) is not None:
-                raise refuse(name, name, f"add a {name!r} column of clip paths to the dataset")
-            plan.visual_columns.append(name)
-    if len(plan.point_clouds) > 1:
-        raise ValueError("`crema eval` feeds one point-cloud modality; the model has "
-                         f"{', '.join(f for f, _ in plan.point_clouds)}")
-    return plan
-
-
-@dataclass
-class PreparedGroup:
-    """Rows of one batch that share a prompt form, and their processor outputs."""
-
-    positions: list[int]
-    rows: list[dict[str, Any]]
-    inputs: dict[str, Any]
-
-
-def prepare_batch(processor: Any, plan: InputPlan, rows: Sequence[Mapping[str, Any]]) -> list[PreparedGroup]:
-    """Processor inputs for a batch: one processor call on lists per group of rows with the same prompt form
-    (multiple choice or open-ended, modality word, prompt preset). The preset is the row's (`plan.prompt_preset`
-    "dataset"), none ("none": the default prompts) or the processor's own ("processor")."""
-    groups: dict[tuple, list[int]] = {}
-    for position, row in enumerate(rows):
-        key = (bool(row["options"]), row["modality_word"], row["prompt_preset"])
-        groups.setdefault(key, []).append(position)
-    prepared = []
-    for (multiple_choice, word, preset), positions in groups.items():
-        members = [dict(rows[p]) for p in positions]
-        kwargs = plan.processor_kwargs(members)
-        kwargs["question"] = [row["question"] for row in members]
-        if multiple_choice:
-            kwargs["options"] = [list(row["options"]) for row in members]
-        else:
-            kwargs["situation"] = [row["situation"] or "" for row in members]
-            kwargs["modality_word"] = word or None
-        if plan.prompt_preset == "dataset":
-            kwargs["prompt_preset"] = preset
-        elif plan.prompt_preset == "none":
-            kwargs["prompt_preset"] = ""
-        inputs = processor(**kwargs, return_tensors="pt")
-        prepared.append(PreparedGroup(positions, members, {k: v for k, v in inputs.items() if k != "labels"}))
-    return prepared
-
-
-class _Preparer:
-    """`prepare_batch` as a picklable DataLoader collate function (for `--num-workers`)."""
-
-    def __init__(self, processor: Any, plan: InputPlan):
-        self.processor, self.plan = processor, plan
-
-    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> list[PreparedGroup]:
-        return prepare_batch(self.processor, self.plan, rows)
 
 
 # ------------------------------------------------------------------------------------------------ answering
@@ -621,5 +457,5 @@ def _prepared_batches(processor: Any, plan: InputPlan, dataset: Any, batches: li
     from torch.utils.data import DataLoader
 
     loader = DataLoader([rows(p) for p in batches], batch_size=None, shuffle=False, num_workers=num_workers,
-                        collate_fn=_Preparer(processor, plan))
+                        collate_fn=Preparer(processor, plan))
     yield from loader

@@ -3,7 +3,8 @@
 The config holds the fields of three dataclasses, parsed by `trl.TrlParser` (YAML values replace the defaults,
 command-line `--key value` pairs override the YAML):
   - `CremaModelArguments`: the CREMA model folder to start from (e.g. made by `crema init`);
-  - `CremaDataArguments`: processed datasets (rows of CREMA inputs) and optional frozen-feature caching;
+  - `CremaDataArguments`: the datasets (processed rows of CREMA inputs, or rows of the benchmark schema that are
+    processed on the fly) and optional frozen-feature caching;
   - `CremaTrainingArguments`: `transformers.TrainingArguments` + CREMA's recipe (schedule, early exit, ...).
 
 The run shows a tqdm progress bar, logs to whatever `report_to` names (e.g. TensorBoard), saves checkpoints that
@@ -38,8 +39,10 @@ class CremaModelArguments:
 
 @dataclass
 class CremaDataArguments:
-    """Which data to train on. Rows hold CREMA's inputs: `input_ids`, `labels`, per modality `{m}_pixel_values`
-    (or cached `{m}_features`, ...), and optionally the `question_type` for the per-type accuracy."""
+    """Which data to train on. Either rows of CREMA's inputs (`input_ids`, `labels`, per modality
+    `{m}_pixel_values` or cached `{m}_features`, ..., optionally `question_type` for the per-type accuracy), or
+    rows of the benchmark schema (`crema_training.benchmark_datasets`: question, options, answer, media paths),
+    which the model's processor turns into inputs as the DataLoader reads them."""
 
     train_dataset: str = field(
         metadata={"help": "A dataset saved with `save_to_disk` (Dataset or DatasetDict) or a `load_dataset` name."}
@@ -51,6 +54,16 @@ class CremaDataArguments:
         default=False,
         metadata={"help": "Run the frozen encoders once per clip before training (`cache_frozen_features`) and "
                           "train from the cached features (no crop augmentation then)."},
+    )
+    prompt_preset: str = field(
+        default="dataset",
+        metadata={"help": "Benchmark-schema rows: prompts from each row's preset ('dataset', the reference's text), "
+                          "the default prompts ('none'), or the processor's own preset ('processor')."},
+    )
+    depth_model: str | None = field(
+        default=None,
+        metadata={"help": "Benchmark-schema rows: the depth-estimation model (folder or Hub id) that renders depth "
+                          "and normals from the clips for depth/normal adapters (else the processor's)."},
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Train on the first N rows only."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N rows only."})
@@ -83,8 +96,7 @@ def parse_arguments(argv: Sequence[str]) -> tuple[CremaModelArguments, CremaData
 
 
 def load_split(path_or_name: str, split: str, limit: int | None = None):
-    """A `datasets.Dataset` from a `save_to_disk` folder (a DatasetDict's `split`) or `load_dataset(name, split=)`,
-    in torch format."""
+    """A `datasets.Dataset` from a `save_to_disk` folder (a DatasetDict's `split`) or `load_dataset(name, split=)`."""
     import datasets
 
     if os.path.isdir(path_or_name) and any(
@@ -102,7 +114,49 @@ def load_split(path_or_name: str, split: str, limit: int | None = None):
             raise ValueError(f"Dataset {path_or_name!r} not found ({error}).") from None
     if limit is not None:
         dataset = dataset.select(range(min(limit, len(dataset))))
-    return dataset.with_format("torch")
+    return dataset
+
+
+def check_processor_matches(processor, config) -> None:
+    """Refuses a processor whose frames the model cannot read (e.g. the default 224 px one that a folder without a
+    saved processor yields), before any clip is decoded."""
+    video = processor.video_processor
+    size = (video.size["height"], video.size["width"])
+    expected = (config.vision_config.image_size, config.vision_config.image_size)
+    if video.num_frames != config.num_frames or size != expected:
+        raise ValueError(
+            f"The model folder's processor makes {video.num_frames} frames of {size[0]}x{size[1]} px, but the model "
+            f"reads {config.num_frames} frames of {expected[0]}x{expected[1]} px: save a matching processor with the "
+            "model, `CremaProcessor.from_model_config(model.config, tokenizer).save_pretrained(folder)`."
+        )
+
+
+def as_training_data(dataset, model, processing, data_args: CremaDataArguments, training: bool, seed: int = 0):
+    """What the trainer reads: processed rows as they are (in torch format, their encoders' features cached with
+    `cache_features`); benchmark-schema rows processed on the fly (`TrainingExamples`), or once into cached
+    features with `cache_features`."""
+    from .schema_inputs import TrainingExamples, cache_training_features, is_benchmark_schema, plan_inputs
+
+    if not is_benchmark_schema(dataset.column_names):
+        if data_args.cache_features:
+            from crema_processing.feature_cache import cache_frozen_features
+
+            dataset = cache_frozen_features(dataset, model)
+        return dataset.with_format("torch")
+    if not hasattr(processing, "video_processor"):
+        raise ValueError(
+            "The dataset holds benchmark rows (media paths), which need the model's CremaProcessor to become inputs, "
+            "but the model folder has none: save one there with `processor.save_pretrained(folder)`."
+        )
+    check_processor_matches(processing, model.config)
+    if data_args.depth_model:
+        from .answer import depth_model_reference
+
+        processing.video_processor.depth_model_name_or_path = depth_model_reference(data_args.depth_model)
+    plan = plan_inputs(model, processing, dataset, data_args.prompt_preset)
+    if data_args.cache_features:
+        return cache_training_features(dataset, processing, plan, model).with_format("torch")
+    return TrainingExamples(dataset, processing, plan, training=training, seed=seed)
 
 
 def load_model_and_processing(model_args: CremaModelArguments):
@@ -138,17 +192,18 @@ def run_training(
     from .trainer import CremaTrainer
 
     model, processing = load_model_and_processing(model_args)
-    train_dataset = load_split(data_args.train_dataset, data_args.train_split, data_args.max_train_samples)
+    if data_args.cache_features:
+        model.to(training_args.device)
+    train_dataset = as_training_data(
+        load_split(data_args.train_dataset, data_args.train_split, data_args.max_train_samples), model, processing,
+        data_args, training=True, seed=training_args.seed,
+    )
     eval_dataset = None
     if data_args.eval_dataset:
-        eval_dataset = load_split(data_args.eval_dataset, data_args.eval_split, data_args.max_eval_samples)
-    if data_args.cache_features:
-        from crema_processing.feature_cache import cache_frozen_features
-
-        model.to(training_args.device)
-        train_dataset = cache_frozen_features(train_dataset.with_format(None), model).with_format("torch")
-        if eval_dataset is not None:
-            eval_dataset = cache_frozen_features(eval_dataset.with_format(None), model).with_format("torch")
+        eval_dataset = as_training_data(
+            load_split(data_args.eval_dataset, data_args.eval_split, data_args.max_eval_samples), model, processing,
+            data_args, training=False,
+        )
 
     trainer = CremaTrainer(
         model=model, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,

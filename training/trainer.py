@@ -39,7 +39,7 @@ from modeling_crema.fusion import FUSION_WEIGHTS_NAME
 from modeling_crema.modeling_crema import ADAPTERS_FOLDER, FUSION_FOLDER, is_trainable_parameter_name, modality_input_suffix
 
 from .arguments import CremaTrainingArguments
-from .callbacks import EarlyExitCallback
+from .callbacks import DatasetEpochCallback, EarlyExitCallback
 from .data_collator import QUESTION_TYPE_IDS, CremaTrainingCollator, random_resized_crop
 from .early_exit import ModalityEarlyExit
 
@@ -134,6 +134,8 @@ class CremaTrainer(Trainer):
         #: The modality whose sub-step is running (None in the joint schedule); callbacks may read it.
         self.current_modality: str | None = None
         self.add_callback(EarlyExitCallback(self))
+        if hasattr(train_dataset, "set_epoch"):
+            self.add_callback(DatasetEpochCallback(train_dataset))
 
     def _new_early_exit(self) -> ModalityEarlyExit:
         return ModalityEarlyExit(
