@@ -225,7 +225,7 @@ class TrainingExamples:
     """A map-style dataset of benchmark-schema rows, each processed when the DataLoader asks for it (decoding runs
     in the DataLoader's workers, nothing is stored): labels from the row's answer, and with `training` a random
     frame per segment drawn from (seed, epoch, row), so a resumed run sees the frames an uninterrupted one would.
-    The Trainer's DataLoader calls `set_epoch` at every epoch (single process)."""
+    `CremaTrainer` calls `set_epoch` when each epoch begins, on every rank."""
 
     def __init__(self, rows: Any, processor: Any, plan: InputPlan, training: bool = True, seed: int = 0):
         self.rows = rows.with_format(None)
