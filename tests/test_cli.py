@@ -54,8 +54,8 @@ def test_bare_crema_prints_usage_and_commands(capsys):
     out = capsys.readouterr().out
     assert out.startswith("usage: crema")
     listed = [line.split()[0] for line in out.splitlines() if line[:4] == "    " and line[4:5] != " "]
-    assert listed == ["params", "init", "answer", "convert-reference", "extract", "synth", "train", "eval", "push",
-                      "push-adapter"]
+    assert listed == ["params", "init", "answer", "convert-reference", "extract", "synth", "train", "dataset", "eval",
+                      "push", "push-adapter"]
 
 
 def test_bare_crema_as_a_process_exits_0():

@@ -423,7 +423,7 @@ def test_bad_dataset_arguments(video_model, tmp_path):
         run_eval(eval_args(video_model, "nextqa", "--annotations", NEXTQA_CSV, "--question", "why?"))
     with pytest.raises(ValueError, match="--root audio: nextqa reads video, flow, depth, normal"):
         run_eval(eval_args(video_model, "nextqa", "--annotations", NEXTQA_CSV, "--root", "audio=/x"))
-    with pytest.raises(ValueError, match=r"nextqa: no questions to evaluate: .*skipped 4 whose media files are missing"):
+    with pytest.raises(ValueError, match=r"nextqa: no questions: .*skipped 4 whose media files are missing"):
         run_eval(eval_args(video_model, "nextqa", "--annotations", NEXTQA_CSV, "--media-root", tmp_path))
     build_benchmark("nextqa", NEXTQA_CSV).remove_columns(["question_type"]).save_to_disk(tmp_path / "bad")
     with pytest.raises(ValueError, match="not a benchmark dataset \\(no column\\(s\\) question_type\\)"):

@@ -23,6 +23,7 @@ COMMANDS = (
     ("extract", "render flow/depth/normal frames and audio features of a video"),
     ("synth", "generate CREMA-Synth: clips with audio, depth/thermal/normal renders and questions that need them"),
     ("train", "train the modality adapters and the fusion from a YAML config (`crema train CONFIG.yaml --key value`)"),
+    ("dataset", "build one of the paper's benchmarks from its official files as a split of a saved DatasetDict"),
     ("eval", "accuracy of a saved model on a benchmark, per question type as in the paper's tables (resumable)"),
     ("push", "upload a saved CREMA model folder with its model card to the Hub (or write the upload to --local-dir)"),
     ("push-adapter", "upload one modality adapter with its card to its own Hub repo (or to --local-dir)"),
@@ -290,6 +291,19 @@ def run_train(args: argparse.Namespace) -> int:
     return train(args.train_argv)
 
 
+# --------------------------------------------------------------------------------------------------- dataset
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    from .dataset_cli import add_dataset_arguments as add_arguments  # standard library only
+
+    add_arguments(parser)
+
+
+def run_dataset(args: argparse.Namespace) -> int:
+    from .dataset_cli import run_dataset as run
+
+    return run(args)
+
+
 # ------------------------------------------------------------------------------------------------------ eval
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     from .evaluate import add_eval_arguments as add_arguments  # standard library only
@@ -374,6 +388,7 @@ SUBCOMMANDS = {
     "extract": (add_extract_arguments, run_extract),
     "synth": (add_synth_arguments, run_synth),
     "train": (add_train_arguments, run_train),
+    "dataset": (add_dataset_arguments, run_dataset),
     "eval": (add_eval_arguments, run_eval),
     "push": (add_push_arguments, run_push),
     "push-adapter": (add_push_adapter_arguments, run_push_adapter),

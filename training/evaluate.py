@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .cli_types import non_negative_int, positive_int
+from .dataset_cli import add_benchmark_file_arguments, build_from_annotations
 from .benchmark_datasets import BENCHMARKS, benchmark_info, missing_columns
 from .metrics import accuracy_summary, format_table, score
 from .schema_inputs import PROMPT_PRESET_MODES, InputPlan, PreparedGroup, Preparer, plan_inputs, prepare_batch
@@ -38,13 +39,6 @@ MC_SCORING = ("letter", "likelihood")
 
 
 # ---------------------------------------------------------------------------------------------- arguments
-def _root(text: str) -> tuple[str, str]:
-    name, sep, folder = text.partition("=")
-    if not sep or not name.strip() or not folder.strip():
-        raise argparse.ArgumentTypeError(f"expected MODALITY=DIR (e.g. point_cloud=/data/scannet), got {text!r}")
-    return name.strip(), folder.strip()
-
-
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `crema eval` (no heavy imports)."""
     parser.add_argument("model", help="a saved CREMA folder (model + processor) or Hub id")
@@ -53,15 +47,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"a benchmark ({', '.join(BENCHMARKS)}) read from --annotations and --media-root, or a folder saved "
         "with Dataset.save_to_disk from crema_training.benchmark_datasets",
     )
-    data = parser.add_argument_group("benchmark files (with a benchmark name)")
-    data.add_argument("--annotations", help="the benchmark's official annotation file (csv/json)")
-    data.add_argument("--media-root", help="the folder of the benchmark's media (videos, frames, features)")
-    data.add_argument("--root", action="append", type=_root, default=[], metavar="MODALITY=DIR",
-                      help="a folder for one modality, e.g. point_cloud=DIR, audio=DIR, flow=DIR (repeatable)")
-    data.add_argument("--on-missing", choices=("skip", "error"), default="skip",
-                      help="annotation rows whose media files are missing: skip them (default, reported) or stop")
-    data.add_argument("--question", help="the fixed question of vggsound/touchqa/thermalqa (default: the built-in one)")
-    data.add_argument("--split", help="vggsound: the csv split to keep (e.g. test); a saved DatasetDict: its split")
+    add_benchmark_file_arguments(parser)
     run = parser.add_argument_group("evaluation")
     run.add_argument("--out", help="results JSON (default: crema-eval-DATASET.json); predictions go to "
                      "OUT.predictions.jsonl as they are made")
@@ -128,34 +114,14 @@ def load_eval_dataset(
 ):
     """(Dataset, source) from a benchmark name + its files, or from a folder saved with `save_to_disk`. `source`
     describes where it came from: `{"name", "kind", "path", "build"}`."""
-    roots = dict(roots or {})
     is_folder = os.path.isdir(dataset)
     try:
-        info = benchmark_info(dataset)
+        benchmark_info(dataset)
+        is_benchmark = not is_folder
     except ValueError:
-        info = None
-    if info is not None and not is_folder:
-        if annotations is None:
-            raise ValueError(f"{info.name}: pass its annotation file with --annotations FILE (and --media-root DIR)")
-        kwargs: dict[str, Any] = {}
-        unknown = sorted(set(roots) - set(info.roots))
-        if unknown:
-            raise ValueError(f"--root {', '.join(unknown)}: {info.name} reads {', '.join(info.roots)}")
-        kwargs.update({f"{modality}_root": folder for modality, folder in roots.items()})
-        for option, value in (("question", question), ("split", split)):
-            if value is None:
-                continue
-            if option not in info.options:
-                users = [b.name for b in BENCHMARKS.values() if option in b.options]
-                raise ValueError(f"--{option} is only used by {', '.join(users)}")
-            kwargs[option] = value
-        data, report = info.build(annotations, media_root, on_missing=on_missing, return_report=True, **kwargs)
-        build = {"rows_read": report.rows_read, "rows_kept": report.rows_kept,
-                 "skipped_missing_media": report.skipped_missing_media, "first_missing": report.first_missing,
-                 "message": report.message()}
-        source = {"name": info.name, "kind": "annotations", "path": os.path.abspath(annotations), "build": build}
-        if not len(data):
-            raise ValueError(f"{info.name}: no questions to evaluate: {report.message()}")
+        is_benchmark = False
+    if is_benchmark:
+        data, source = build_from_annotations(dataset, annotations, media_root, roots, on_missing, question, split)
     elif is_folder:
         given = [flag for flag, value in (("--annotations", annotations), ("--media-root", media_root),
                                           ("--root", roots or None), ("--question", question)) if value]
@@ -166,7 +132,7 @@ def load_eval_dataset(
         if missing:
             raise ValueError(
                 f"{dataset}: not a benchmark dataset (no column(s) {', '.join(missing)}); build it with "
-                "crema_training.benchmark_datasets.build_benchmark"
+                "`crema dataset` or crema_training.benchmark_datasets.build_benchmark"
             )
         if not len(data):
             raise ValueError(f"{dataset}: the dataset has no rows")
