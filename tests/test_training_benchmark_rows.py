@@ -157,3 +157,23 @@ def test_each_epoch_reaches_the_dataset_on_every_rank():
     for epoch in (0.0, 1.0, 2.5):
         callback.on_epoch_begin(None, TrainerState(epoch=epoch), TrainerControl())
     assert seen == [0, 1, 2]
+
+
+def test_open_ended_rows_train_on_their_answer_text_with_the_benchmarks_normalisation(tmp_path):
+    """MUSIC-AVQA: audio from the clips' own tracks, and the label is the answer as the benchmark's preset writes
+    it (`_` read as a space), under the preset's prompt."""
+    from media_fixtures import indexed_video
+
+    for video_id in ("00006835", "00007108"):
+        indexed_video(tmp_path / f"{video_id}.mp4", 6, audio=True)
+    tokenizer = tiny_tokenizer()
+    model = tiny_crema_model(["video", "audio"], tokenizer=tokenizer, with_audio_encoder=True)
+    processor = CremaProcessor.from_model_config(model.config, tokenizer)
+    rows = build_benchmark("music_avqa", NEXTQA_CSV.parents[1] / "music_avqa" / "avqa-test.json", media_root=tmp_path)
+    examples = TrainingExamples(rows, processor, plan_inputs(model, processor, rows), training=False)
+    for index in range(len(rows)):
+        row, example = rows[index], examples[index]
+        expected = tokenizer(row["answer"].replace("_", " ")).input_ids  # DESIGN §3: MUSIC-AVQA's `_` is a space
+        assert example["labels"].tolist() == expected
+        assert example["audio_input_values"].shape[0] == model.config.num_audio_segments
+    assert any("_" in answer for answer in rows["answer"])  # the fixture exercises the normalisation
