@@ -83,7 +83,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="crema-tiny-work", help="scratch folder (data, backbone, runs)")
     parser.add_argument("--out", default="modeling_crema/pretrained", help="where crema-tiny(-<m>) are saved")
-    parser.add_argument("--train-clips", type=int, default=300)
+    parser.add_argument("--train-clips", type=int, default=600)
     parser.add_argument("--test-clips", type=int, default=50)
     parser.add_argument("--pretrain-epochs", type=int, default=24)
     parser.add_argument("--epochs", type=int, default=8)
