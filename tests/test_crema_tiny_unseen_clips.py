@@ -88,7 +88,7 @@ def test_colour_is_read_from_unseen_clips(answers):
 
 def test_every_supportive_modality_transfers_to_unseen_clips(answers):
     """Motion (from the flow derived from the clip), near / far, heat and surface orientation together, well above
-    chance (12 of 32), on renders drawn here."""
+    chance (12 of 32), on renders drawn here (crema-tiny answers 30 of 32)."""
     kinds = ("motion", "depth", "hot", "orientation")
     right, total = _right(answers, kinds)
-    assert right >= 21, {key: pair for key, pair in answers.items() if key[1] in kinds}
+    assert right >= 27, {key: pair for key, pair in answers.items() if key[1] in kinds}
