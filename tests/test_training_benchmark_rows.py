@@ -3,6 +3,7 @@ model's inputs as the processor makes them, when the DataLoader reads it, or onc
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -114,8 +115,6 @@ def test_crema_train_reads_benchmark_rows(saved, tmp_path, cache_features, monke
     for modality in ("video", "flow"):
         trained = _trained_lora(out, modality)
         assert trained and any(v.abs().sum() > 0 for v in trained.values())  # LoRA B starts at zero: it trained
-    import json
-
     metrics = json.loads((out / "eval_results.json").read_text())
     assert {"eval_accuracy", "eval_accuracy_CH", "eval_accuracy_CW", "eval_accuracy_TN", "eval_accuracy_TP"} <= set(
         metrics)

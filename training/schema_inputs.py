@@ -194,9 +194,6 @@ class Preparer:
 
 
 # ------------------------------------------------------------------------------------------------ training
-TEXT_INPUTS = ("input_ids", "attention_mask", "labels")
-
-
 def is_benchmark_schema(column_names: Sequence[str]) -> bool:
     """True for rows of the benchmark schema (media paths, not yet processed into `input_ids`)."""
     from .benchmark_datasets import missing_columns
@@ -207,6 +204,8 @@ def is_benchmark_schema(column_names: Sequence[str]) -> bool:
 def split_examples(prepared: Sequence[PreparedGroup], count: int) -> list[dict[str, Any]]:
     """`prepare_batch(..., with_answers=True)` output -> one example per row, in the rows' order: its text without
     padding (`input_ids`, `attention_mask`, `labels`), every modality input of that row, and its `question_type`."""
+    from crema_processing.feature_cache import TEXT_KEYS
+
     examples: list[dict[str, Any]] = [{} for _ in range(count)]
     for group in prepared:
         inputs = group.inputs
@@ -215,7 +214,7 @@ def split_examples(prepared: Sequence[PreparedGroup], count: int) -> list[dict[s
             labels = inputs["labels"][i]
             example = {"input_ids": inputs["input_ids"][i][keep], "attention_mask": inputs["attention_mask"][i][keep],
                        "labels": labels[labels != -100]}
-            example.update({key: value[i] for key, value in inputs.items() if key not in TEXT_INPUTS})
+            example.update({key: value[i] for key, value in inputs.items() if key not in TEXT_KEYS})
             example["question_type"] = str(row["question_type"])
             examples[position] = example
     return examples
