@@ -127,6 +127,33 @@ def test_answer_refuses_a_missing_clip(model_folder, tmp_path, capsys):
     )
 
 
+def _copy_without_processor(model_folder, target, keep_tokenizer: bool):
+    """The model folder as `model.save_pretrained` alone leaves it (plus, optionally, the tokenizer's files)."""
+    tokenizer_files = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spiece.model"}
+    shutil.copytree(model_folder, target, ignore=lambda _, names: [
+        n for n in names if n == "processor_config.json" or (not keep_tokenizer and n in tokenizer_files)])
+    return target
+
+
+def test_answer_refuses_a_folder_whose_processor_does_not_match(model_folder, video_with_audio, tmp_path, capsys):
+    # a tokenizer but no processor files: AutoProcessor-style loading builds a default 224 px, 4-frame processor
+    folder = _copy_without_processor(model_folder, tmp_path / "no_processor", keep_tokenizer=True)
+    argv = ["answer", str(folder), str(video_with_audio), "--question", "q", "--option", "a", "--option", "b",
+            "--device", "cpu"]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "processor makes 4 frames of 224x224 px, but the model reads 3 frames of 32x32 px" in error
+    assert "CremaProcessor.from_model_config(model.config, tokenizer).save_pretrained(folder)" in error
+    assert "Traceback" not in error
+
+
+def test_answer_refuses_a_folder_without_tokenizer(model_folder, tmp_path):
+    folder = _copy_without_processor(model_folder, tmp_path / "bare", keep_tokenizer=False)
+    with pytest.raises(ValueError, match=r"holds no tokenizer, so its processor cannot be built .*save the model's "
+                                         r"processor with it"):
+        load_model_and_processor(folder)
+
+
 def test_init_hides_progress_bars(blip2_folder, tmp_path, capfd):
     from transformers.utils import logging
 

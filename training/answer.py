@@ -263,6 +263,20 @@ def default_model_path() -> str:
     return str(files("modeling_crema") / "pretrained" / "crema-tiny")
 
 
+def check_processor_matches(processor, config) -> None:
+    """Refuses a processor whose frames the model cannot read (e.g. the default 224 px one that a folder without a
+    saved processor yields), before any clip is decoded."""
+    video = processor.video_processor
+    size = (video.size["height"], video.size["width"])
+    expected = (config.vision_config.image_size, config.vision_config.image_size)
+    if video.num_frames != config.num_frames or size != expected:
+        raise ValueError(
+            f"The model folder's processor makes {video.num_frames} frames of {size[0]}x{size[1]} px, but the model "
+            f"reads {config.num_frames} frames of {expected[0]}x{expected[1]} px: save a matching processor with the "
+            "model, `CremaProcessor.from_model_config(model.config, tokenizer).save_pretrained(folder)`."
+        )
+
+
 def load_model_and_processor(
     model_name_or_path: str | os.PathLike, device: str = "cpu", depth_model: str | os.PathLike | None = None
 ):
@@ -274,7 +288,15 @@ def load_model_and_processor(
     source, is_local = local_or_hub(model_name_or_path)
     with hub_errors(source, is_local):
         model = CremaForConditionalGeneration.from_pretrained(source)
-        processor = CremaProcessor.from_pretrained(source)
+        try:
+            processor = CremaProcessor.from_pretrained(source)
+        except ValueError as error:  # no tokenizer files: transformers fails to build one
+            raise ValueError(
+                f"{source} holds no tokenizer, so its processor cannot be built ({short_cause(error)}): save the "
+                "model's processor with it, `CremaProcessor.from_model_config(model.config, tokenizer)"
+                ".save_pretrained(folder)`."
+            ) from None
+    check_processor_matches(processor, model.config)
     if depth_model is not None:
         processor.video_processor.depth_model_name_or_path = depth_model_reference(depth_model)
     return model.to(device).eval(), processor

@@ -117,20 +117,6 @@ def load_split(path_or_name: str, split: str, limit: int | None = None):
     return dataset
 
 
-def check_processor_matches(processor, config) -> None:
-    """Refuses a processor whose frames the model cannot read (e.g. the default 224 px one that a folder without a
-    saved processor yields), before any clip is decoded."""
-    video = processor.video_processor
-    size = (video.size["height"], video.size["width"])
-    expected = (config.vision_config.image_size, config.vision_config.image_size)
-    if video.num_frames != config.num_frames or size != expected:
-        raise ValueError(
-            f"The model folder's processor makes {video.num_frames} frames of {size[0]}x{size[1]} px, but the model "
-            f"reads {config.num_frames} frames of {expected[0]}x{expected[1]} px: save a matching processor with the "
-            "model, `CremaProcessor.from_model_config(model.config, tokenizer).save_pretrained(folder)`."
-        )
-
-
 def as_training_data(dataset, model, processing, data_args: CremaDataArguments, training: bool, seed: int = 0):
     """What the trainer reads: processed rows as they are (in torch format, their encoders' features cached with
     `cache_features`); benchmark-schema rows processed on the fly (`TrainingExamples`), or once into cached
@@ -148,10 +134,10 @@ def as_training_data(dataset, model, processing, data_args: CremaDataArguments, 
             "The dataset holds benchmark rows (media paths), which need the model's CremaProcessor to become inputs, "
             "but the model folder has none: save one there with `processor.save_pretrained(folder)`."
         )
+    from .answer import check_processor_matches, depth_model_reference
+
     check_processor_matches(processing, model.config)
     if data_args.depth_model:
-        from .answer import depth_model_reference
-
         processing.video_processor.depth_model_name_or_path = depth_model_reference(data_args.depth_model)
     plan = plan_inputs(model, processing, dataset, data_args.prompt_preset)
     if data_args.cache_features:
