@@ -290,7 +290,10 @@ def load_model_and_processor(
         model = CremaForConditionalGeneration.from_pretrained(source)
         try:
             processor = CremaProcessor.from_pretrained(source)
-        except ValueError as error:  # no tokenizer files: transformers fails to build one
+        except ValueError as error:
+            if "tokenizer" not in str(error):
+                raise
+            # no tokenizer files: transformers fails to build one ("Couldn't instantiate the backend tokenizer")
             raise ValueError(
                 f"{source} holds no tokenizer, so its processor cannot be built ({short_cause(error)}): save the "
                 "model's processor with it, `CremaProcessor.from_model_config(model.config, tokenizer)"
