@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--model", default=str(ROOT / "modeling_crema" / "pretrained" / "crema-tiny"))
     parser.add_argument("--variants", default="shipped,shipped_video_only,video,concat,joint,no_exit")
     parser.add_argument("--epochs", type=int, default=8, help="as the recipe's --epochs")
+    parser.add_argument("--early-exit-start-epoch", type=int, default=5, help="as the recipe's")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
@@ -79,7 +80,8 @@ def main() -> None:
             train_features = clip_features(model, data["train"][0], modalities)
             schedule = "joint" if variant == "joint" else "sequential"
             trainer = train_crema(model, processor, train_rows, train_features, work / f"bench-{variant}",
-                                  epochs=args.epochs, schedule=schedule, early_exit=variant != "no_exit")
+                                  epochs=args.epochs, schedule=schedule, early_exit=variant != "no_exit",
+                                  early_exit_start_epoch=args.early_exit_start_epoch)
             updates = trainer.adapter_updates
             features = clip_features(model, data["test"][0], modalities)
             result = evaluate(model, tokenizer, test_rows, features)

@@ -478,6 +478,32 @@ def test_continuous_motion_moves_across_the_whole_clip(tmp_path):
         assert direction_of(shift) == row["answer"] and np.abs(shift).max() > 8
 
 
+def test_object_radius_sets_the_size_of_the_objects_in_the_decoded_frames(tmp_path):
+    """Objects drawn with object_radius=(0.16, 0.2) cover, in the decoded RGB, about the area their shape and radius
+    give (circle pi r^2, square (1.7 r)^2, triangle with circumradius 1.3 r), and far more than the default's."""
+    def areas(folder, **kwargs):
+        data = generate_crema_synth(folder, {"test": 6}, seed=5, question_types=["shape"], num_workers=0,
+                                    progress=False, **kwargs)["test"]
+        measured, expected = [], []
+        for row in data:
+            (obj,) = json.loads(row["scene"])["objects"]
+            frame = decode_video(row["video"])[0][0]
+            measured.append(next(iter(colour_masks(frame).values())).sum())
+            r = obj["radius"]
+            expected.append({"circle": np.pi * r * r, "square": (1.7 * r) ** 2,
+                             "triangle": 3 * np.sqrt(3) / 4 * (1.3 * r) ** 2}[obj["shape"]])
+            yield obj["radius"] / 64, measured[-1], expected[-1]
+
+    large = list(areas(tmp_path / "large", object_radius=(0.16, 0.2)))
+    assert all(0.16 <= fraction <= 0.2 for fraction, _, _ in large)
+    assert all(abs(area - want) <= 0.2 * want for _, area, want in large), large
+    default = list(areas(tmp_path / "default"))
+    assert all(0.06 <= fraction <= 0.12 for fraction, _, _ in default)
+    assert min(area for _, area, _ in large) > max(area for _, area, _ in default)
+    config = json.loads((tmp_path / "large" / "synth_config.json").read_text())
+    assert config["object_radius"] == [0.16, 0.2]
+
+
 # ------------------------------------------------------------------------------- API and command line
 def test_bad_settings_are_refused_with_the_parameter_named(tmp_path):
     cases = [
@@ -487,6 +513,10 @@ def test_bad_settings_are_refused_with_the_parameter_named(tmp_path):
         (dict(question_types=["colour"]), "question types"),
         (dict(num_clips_per_split={"train": 0}), "nothing to generate"),
         (dict(num_clips_per_split={"a/b": 1}), "Split name"),
+        (dict(object_radius=(0.2, 0.1)), "object_radius"),
+        (dict(object_radius=(0.1, 0.4)), "object_radius"),
+        # two large objects do not fit side by side in one frame
+        (dict(object_radius=(0.2, 0.25), question_types=["hot_color"]), "smaller --object-radius"),
     ]
     for kwargs, words in cases:
         kwargs.setdefault("num_clips_per_split", {"train": 1})
@@ -519,6 +549,8 @@ def test_command_line_pieces(tmp_path, capsys):
     assert run_synth(parser.parse_args(argv)) == 2  # refuses to overwrite
     assert "crema synth: error:" in capsys.readouterr().err
     assert run_synth(parser.parse_args(argv[:-2] + ["--image-size", "30", "--overwrite"])) == 2
+    assert run_synth(parser.parse_args(argv + ["--object-radius", "0.3", "0.1", "--overwrite"])) == 2
+    assert "object_radius" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parser.parse_args(["--out", "x", "--question-types", "smell"])
     # building the parser imports nothing heavy

@@ -38,6 +38,8 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
                              "object counts these types need")
     parser.add_argument("--questions-per-clip", type=int, default=None,
                         help="ask this many applicable question types per clip (default: all)")
+    parser.add_argument("--object-radius", type=float, nargs=2, metavar=("MIN", "MAX"), default=None,
+                        help="object radius range as fractions of the frame side (default 0.06 0.12)")
     parser.add_argument("--no-shuffle-options", action="store_true", help="keep the options in vocabulary order")
     parser.add_argument("--workers", type=int, default=None, help="rendering processes (default: CPUs, up to 8)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier CREMA-Synth output in --out")
@@ -57,6 +59,7 @@ def run_synth(args: argparse.Namespace) -> int:
             args.out, splits, seed=args.seed, image_size=args.image_size, fps=args.fps, seconds=args.seconds,
             sampled_frames=args.num_frames, motion=args.motion, question_types=args.question_types,
             questions_per_clip=args.questions_per_clip, shuffle_options=not args.no_shuffle_options,
+            object_radius=args.object_radius,
             num_workers=args.workers, overwrite=args.overwrite, progress=not args.quiet,
         )
     except ValueError as error:

@@ -32,6 +32,8 @@ COMPANIONS = ("depth", "thermal", "normal")
 FOLDERS = {"video": "clips", "depth": "depth", "thermal": "thermal", "normal": "normal"}
 OUTPUTS = ("clips", "depth", "thermal", "normal", "dataset", "synth_config.json")
 DEFAULT_SPLITS = {"train": 1000, "validation": 100, "test": 100}
+#: Largest object radius (fraction of the frame side) that still leaves a moving object room in the frame.
+MAX_OBJECT_RADIUS = 0.25
 
 
 def clip_seed(seed: int, split: str, index: int) -> "Any":
@@ -67,6 +69,7 @@ def make_clip(job: dict[str, Any]) -> list[dict[str, Any]]:
     scene = sample_scene(
         scene_rng, clip_id, image_size=job["image_size"], fps=job["fps"], seconds=job["seconds"],
         sampled_frames=job["sampled_frames"], motion=job["motion"], num_objects=num_objects,
+        radius_range=tuple(job["object_radius"]),
     )
     frames = render_frames(scene)
     paths = {m: f"{FOLDERS[m]}/{clip_id}.mp4" for m in PATH_COLUMNS}
@@ -102,6 +105,7 @@ def dataset_features() -> "Any":
 def check_parameters(
     num_clips_per_split: Mapping[str, int], image_size: int, fps: float, seconds: float, sampled_frames: int,
     motion: str, question_types: Sequence[str] | None, questions_per_clip: int | None,
+    object_radius: tuple[float, ...],
 ) -> None:
     """Raise a ValueError naming the parameter for any setting the generator cannot honour."""
     from .scene import MOTION_MODES
@@ -137,6 +141,11 @@ def check_parameters(
             raise ValueError(f"Unknown question types {unknown}; choose from {', '.join(V.QUESTION_TYPES)}.")
     if questions_per_clip is not None and (not isinstance(questions_per_clip, int) or questions_per_clip < 1):
         raise ValueError(f"questions_per_clip must be a whole number >= 1 or None (all), got {questions_per_clip!r}.")
+    if len(object_radius) != 2 or not 0 < object_radius[0] <= object_radius[1] <= MAX_OBJECT_RADIUS:
+        raise ValueError(
+            f"object_radius must be (min, max) fractions of the frame side with 0 < min <= max <= "
+            f"{MAX_OBJECT_RADIUS:g}, got {tuple(object_radius)!r}."
+        )
 
 
 def _prepare_output(output_dir: Path, overwrite: bool) -> None:
@@ -165,6 +174,7 @@ def generate_crema_synth(
     question_types: Sequence[str] | None = None,
     questions_per_clip: int | None = None,
     shuffle_options: bool = True,
+    object_radius: tuple[float, float] | None = None,
     num_workers: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -185,6 +195,8 @@ def generate_crema_synth(
             counts these templates need (the audio ones fit any).
         questions_per_clip: ask this many applicable templates per clip at random; default all of them.
         shuffle_options: shuffle the multiple-choice options of every question.
+        object_radius: (min, max) object radius as a fraction of the frame side, drawn uniformly (default
+            `scene.RADIUS_RANGE`, 0.06-0.12). Larger objects show their shape to models that read small frames.
         num_workers: processes that render clips (default: the CPU count, up to 8; 0 renders in this process).
         overwrite: replace an earlier CREMA-Synth output in `output_dir` (only its own files and folders).
         progress: show a tqdm progress bar.
@@ -197,10 +209,13 @@ def generate_crema_synth(
             "generate_crema_synth was called while a worker process was starting: call it under "
             "`if __name__ == '__main__':` in scripts. Nothing was written."
         )
+    from .scene import RADIUS_RANGE
+
     num_clips_per_split = dict(DEFAULT_SPLITS if num_clips_per_split is None else num_clips_per_split)
     question_types = None if question_types is None else tuple(question_types)
+    object_radius = RADIUS_RANGE if object_radius is None else tuple(object_radius)
     check_parameters(num_clips_per_split, image_size, fps, seconds, sampled_frames, motion, question_types,
-                     questions_per_clip)
+                     questions_per_clip, object_radius)
     output_dir = Path(output_dir)
     _prepare_output(output_dir, overwrite)
     common = {
@@ -208,6 +223,7 @@ def generate_crema_synth(
         "seconds": float(seconds), "sampled_frames": int(sampled_frames), "motion": motion,
         "question_types": question_types, "questions_per_clip": questions_per_clip,
         "shuffle_options": bool(shuffle_options), "object_counts": _object_counts(question_types),
+        "object_radius": [float(r) for r in object_radius],
     }
     jobs = [
         {**common, "split": split, "index": index}
@@ -236,7 +252,7 @@ def generate_crema_synth(
         "image_size": image_size, "fps": fps, "seconds": seconds, "sampled_frames": sampled_frames,
         "motion": motion, "question_types": list(question_types or V.QUESTION_TYPES),
         "questions_per_clip": questions_per_clip, "shuffle_options": shuffle_options,
-        "audio_sampling_rate": V.AUDIO_SAMPLING_RATE,
+        "object_radius": list(object_radius), "audio_sampling_rate": V.AUDIO_SAMPLING_RATE,
         "num_questions": {split: len(split_rows) for split, split_rows in per_split.items()},
     }
     (output_dir / "synth_config.json").write_text(json.dumps(config, indent=2) + "\n")

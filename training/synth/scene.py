@@ -168,9 +168,11 @@ def sample_scene(
     sampled_frames: int = 4,
     motion: str = "cuts",
     num_objects: int | None = None,
+    radius_range: tuple[float, float] = RADIUS_RANGE,
 ) -> SynthScene:
     """Draw one scene. Two-object scenes have two different colours, shapes, directions and facings, exactly one
-    hot object and one near and one far object (so that every two-object question has one answer)."""
+    hot object and one near and one far object (so that every two-object question has one answer). Object radii
+    are drawn from `radius_range` (fractions of the frame side)."""
     if motion not in MOTION_MODES:
         raise ValueError(f"motion must be one of {MOTION_MODES}, got {motion!r}.")
     num_frames = int(round(seconds * fps))
@@ -208,7 +210,7 @@ def sample_scene(
                     color=colors[i],
                     shape=shapes[i],
                     rgb=_jitter_rgb(rng, colors[i]),
-                    radius=float(rng.uniform(*RADIUS_RANGE) * image_size),
+                    radius=float(rng.uniform(*radius_range) * image_size),
                     direction=directions[i],
                     speed=float(speed_fraction * image_size),
                     distance=float(rng.uniform(*(V.NEAR_RANGE if near_flags[i] else V.FAR_RANGE))),
@@ -240,5 +242,6 @@ def sample_scene(
         if _place(rng, objects, scene):
             return scene
     raise ValueError(
-        f"Could not place {num_objects} objects in {image_size} px frames; use a larger --image-size (at least 32)."
+        f"Could not place {num_objects} object(s) of radius {radius_range[0]:g}-{radius_range[1]:g} of the frame side "
+        f"in {image_size} px frames; use a smaller --object-radius or a larger --image-size (at least 32)."
     )
