@@ -1,8 +1,9 @@
-"""Per-rendering QA pre-training of the tiny backbone: the stand-in for BLIP-2's broad pre-training. Each example is
-one rendering of a one-object clip (RGB frames -> colour / shape, flow -> direction, depth -> near / far, thermal ->
-hot, normals -> facing) with its CREMA-Synth question; the LLM reads `Frame t: <visual tokens of frame t>` for
-every frame, then the prompt, as CREMA's video path lays them out. Everything (ViT, Q-Former, query tokens,
-projection, T5) trains; afterwards the whole backbone is frozen."""
+"""Pre-training of the tiny backbone, the stand-in for BLIP-2's: everything trains on per-rendering QA (`pretrain`),
+optionally after the ViT alone is trained as a per-frame attribute classifier (`pretrain_vision_encoder`), as BLIP-2
+starts from an image encoder trained on its own (EVA-CLIP). Each example is one rendering of a one-object clip (RGB
+frames -> colour / shape, flow -> direction, depth -> near / far, thermal -> hot, normals -> facing) with its
+CREMA-Synth question; the LLM reads `Frame t: <visual tokens of frame t>` for every frame, then the prompt, as
+CREMA's video path lays them out. Afterwards the whole backbone is frozen."""
 
 from __future__ import annotations
 
@@ -42,6 +43,49 @@ def dihedral_augment(pixels: torch.Tensor, generator: torch.Generator) -> torch.
     return torch.rot90(flipped, turns, dims=(-2, -1))
 
 
+def single_rendering_rows(clips, rows) -> list[dict]:
+    """The rows whose question needs one rendering that `clips` holds."""
+    available = next(iter(clips.values()))
+    return [r for r in rows if len(r["needed_modalities"]) == 1 and r["needed_modalities"][0] in available]
+
+
+def pretrain_vision_encoder(blip2, clips, rows, epochs: int = 20, batch_size: int = 32, lr: float = 1e-3,
+                            seed: int = 0, log=print) -> list[float]:
+    """Trains the ViT alone to classify each frame of each row's rendering (one linear head per question type on its
+    mean patch state; the heads are thrown away): through the Q-Former and the LLM alone, the ViT gets too weak a
+    signal to learn shape at this size."""
+    examples = single_rendering_rows(clips, rows)
+    types = sorted({r["question_type"] for r in examples})
+    width = max(len(r["options"]) for r in examples)
+    frames = torch.cat([clips[r["clip_id"]][r["needed_modalities"][0]] for r in examples])
+    per_clip = frames.shape[0] // len(examples)
+    labels = torch.tensor([r["answer_index"] for r in examples]).repeat_interleave(per_clip)
+    kinds = torch.tensor([types.index(r["question_type"]) for r in examples]).repeat_interleave(per_clip)
+    torch.manual_seed(seed)
+    vision = blip2.vision_model
+    heads = torch.nn.Linear(vision.config.hidden_size, width * len(types)).to(blip2.device)
+    parameters = list(vision.parameters()) + list(heads.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.01)
+    generator = torch.Generator().manual_seed(seed)
+    vision.train()
+    history, start = [], time.time()
+    for epoch in range(epochs):
+        order = torch.randperm(frames.shape[0], generator=generator)
+        total = 0.0
+        for i in range(0, len(order), batch_size):
+            index = order[i:i + batch_size]
+            states = vision(pixel_values=frames[index].to(blip2.device)).last_hidden_state[:, 1:].mean(1)
+            logits = heads(states).view(len(index), len(types), width)[torch.arange(len(index)), kinds[index]]
+            loss = torch.nn.functional.cross_entropy(logits, labels[index].to(blip2.device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(index)
+        history.append(total / len(order))
+        log(f"vision pre-training epoch {epoch + 1}/{epochs}: loss {history[-1]:.4f} ({time.time() - start:.0f} s)")
+    return history
+
+
 def _pad(sequences: list[list[int]], value: int) -> torch.Tensor:
     width = max(len(s) for s in sequences)
     return torch.tensor([s + [value] * (width - len(s)) for s in sequences])
@@ -63,8 +107,7 @@ def pretrain(blip2, tokenizer, clips, rows, epochs: int = 12, batch_size: int = 
              seed: int = 0, augment: bool = True, log=print) -> list[float]:
     """Train every backbone parameter on per-rendering QA (rows whose question needs one rendering); with `augment`,
     colour and shape examples see their frames under a random flip / quarter turn (`dihedral_augment`)."""
-    examples = [r for r in rows if len(r["needed_modalities"]) == 1 and r["needed_modalities"][0] in
-                next(iter(clips.values()))]
+    examples = single_rendering_rows(clips, rows)
     rng = random.Random(seed)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)

@@ -2,10 +2,10 @@
 
     python -m crema_training.crema_tiny.recipe --work /tmp/crema-tiny-work --out modeling_crema/pretrained
 
-1. CREMA-Synth (one-object clips, objects of radius 12-20 % of the frame side, options in the vocabulary's fixed
-   order) is generated into `--work`.
+1. CREMA-Synth (one-object clips, options in the vocabulary's fixed order) is generated into `--work`.
 2. A tiny BLIP-2-shaped backbone + word-level tokenizer is built and pre-trained on per-rendering QA (RGB, flow,
-   depth, normals, thermal), then frozen (LLM included).
+   depth, normals, thermal), then frozen (LLM included). With `--vision-epochs N` its ViT is first trained alone as
+   a frame classifier of the RGB attributes (colour, shape).
 3. CREMA is built from it with `from_blip2` (video, flow, depth, normal, thermal + self-gated fusion) and its
    adapters are trained with `CremaTrainer` (modality-sequential, adaptive early exit) on cached frozen features.
 4. The model is saved with its processor to `--out/crema-tiny`, each adapter to `--out/crema-tiny-<modality>`.
@@ -24,10 +24,8 @@ QUESTION_TYPES = ("color", "shape", "motion", "depth", "hot", "orientation")
 #: RGB, the flow derived from it, and the depth / normal / thermal companion renders.
 MODALITIES = ("video", "flow", "depth", "normal", "thermal")
 TARGET_TYPES = QUESTION_TYPES
-#: Object radius range (fraction of the frame side). CREMA-Synth's default 0.06-0.12 makes objects 4-8 px across
-#: at crema-tiny's 32 px: their shape straddles the ViT's 8 px patches and is not learned. At 0.12-0.2 (8-13 px)
-#: a bare 2-layer ViT of the backbone's size reads shape at about 90 % (against chance at the default).
-OBJECT_RADIUS = (0.12, 0.2)
+#: The question types of the optional first stage that trains the ViT alone as a frame classifier (`--vision-epochs`).
+VISION_TYPES = ("color", "shape")
 
 
 def question_templates(types=QUESTION_TYPES) -> list[dict]:
@@ -38,7 +36,8 @@ def question_templates(types=QUESTION_TYPES) -> list[dict]:
              "needs": list(TEMPLATES_BY_NAME[name].needed_modalities)} for name in types]
 
 
-def prepare_data(work: Path, train_clips: int, test_clips: int, seed: int = 0):
+def prepare_data(work: Path, train_clips: int, test_clips: int, seed: int = 0,
+                 object_radius: tuple[float, float] | None = None):
     from ..synth import generate_crema_synth, load_crema_synth
     from .backbone import build_tokenizer
     from .data import make_processor, process_split
@@ -52,7 +51,7 @@ def prepare_data(work: Path, train_clips: int, test_clips: int, seed: int = 0):
     else:
         dataset = generate_crema_synth(synth, {"train": train_clips, "test": test_clips}, seed=seed,
                                        question_types=QUESTION_TYPES, shuffle_options=False,
-                                       object_radius=OBJECT_RADIUS, num_workers=2, overwrite=True)
+                                       object_radius=object_radius, num_workers=2, overwrite=True)
     processor = make_processor(build_tokenizer())
     train = process_split(dataset["train"], processor)
     test = process_split(dataset["test"], processor)
@@ -61,9 +60,9 @@ def prepare_data(work: Path, train_clips: int, test_clips: int, seed: int = 0):
     return data
 
 
-def pretrain_backbone(work: Path, data, epochs: int):
+def pretrain_backbone(work: Path, data, epochs: int, vision_epochs: int):
     from .backbone import build_backbone, build_tokenizer, count_parameters
-    from .pretrain import letter_accuracy, pretrain
+    from .pretrain import letter_accuracy, pretrain, pretrain_vision_encoder
 
     folder = work / "backbone"
     tokenizer = build_tokenizer()
@@ -71,7 +70,12 @@ def pretrain_backbone(work: Path, data, epochs: int):
         return folder, tokenizer
     blip2 = build_backbone(tokenizer)
     print(f"backbone: {count_parameters(blip2):,} parameters", flush=True)
-    pretrain(blip2, tokenizer, *data["train"], epochs=epochs, log=lambda s: print(s, flush=True))
+    log = lambda line: print(line, flush=True)  # noqa: E731
+    clips, rows = data["train"]
+    if vision_epochs:
+        pretrain_vision_encoder(blip2, clips, [r for r in rows if r["question_type"] in VISION_TYPES],
+                                epochs=vision_epochs, log=log)
+    pretrain(blip2, tokenizer, clips, rows, epochs=epochs, log=log)
     print("backbone held-out accuracy per rendering:", json.dumps(letter_accuracy(blip2, tokenizer, *data["test"])),
           flush=True)
     blip2.save_pretrained(folder)
@@ -90,7 +94,11 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default="modeling_crema/pretrained", help="where crema-tiny(-<m>) are saved")
     parser.add_argument("--train-clips", type=int, default=600)
     parser.add_argument("--test-clips", type=int, default=50)
-    parser.add_argument("--pretrain-epochs", type=int, default=24)
+    parser.add_argument("--object-radius", type=float, nargs=2, metavar=("MIN", "MAX"), default=None,
+                        help="CREMA-Synth object radius range, fractions of the frame side (default 0.06 0.12)")
+    parser.add_argument("--vision-epochs", type=int, default=0,
+                        help="first train the ViT alone as a colour / shape frame classifier (default 0: off)")
+    parser.add_argument("--pretrain-epochs", type=int, default=24, help="the whole backbone, on per-rendering QA")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--early-exit-start-epoch", type=int, default=5,
                         help="first (0-indexed) epoch after which an adapter may exit")
@@ -100,9 +108,9 @@ def main(argv=None) -> None:
     start = time.time()
     work, out = Path(args.work), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
-    data = prepare_data(work, args.train_clips, args.test_clips)
+    data = prepare_data(work, args.train_clips, args.test_clips, object_radius=args.object_radius)
     print(f"data ready ({time.time() - start:.0f} s)", flush=True)
-    backbone, tokenizer = pretrain_backbone(work, data, args.pretrain_epochs)
+    backbone, tokenizer = pretrain_backbone(work, data, args.pretrain_epochs, args.vision_epochs)
     print(f"backbone ready ({time.time() - start:.0f} s)", flush=True)
 
     from crema_processing import CremaProcessor
