@@ -40,7 +40,7 @@ def main() -> None:
     from crema_processing import CremaProcessor
     from crema_training.crema_tiny.backbone import build_tokenizer
     from crema_training.crema_tiny.crema_stage import build_crema, clip_features, evaluate, train_crema
-    from crema_training.crema_tiny.recipe import MODALITIES, TARGET_TYPES, rows_of
+    from crema_training.crema_tiny.recipe import EARLY_EXIT_START_EPOCH, MODALITIES, TARGET_TYPES, rows_of
     from modeling_crema import CremaForConditionalGeneration
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--model", default=str(ROOT / "modeling_crema" / "pretrained" / "crema-tiny"))
     parser.add_argument("--variants", default="shipped,shipped_video_only,video,concat,joint,no_exit")
     parser.add_argument("--epochs", type=int, default=8, help="as the recipe's --epochs")
-    parser.add_argument("--early-exit-start-epoch", type=int, default=5, help="as the recipe's")
+    parser.add_argument("--early-exit-start-epoch", type=int, default=EARLY_EXIT_START_EPOCH, help="as the recipe's")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
