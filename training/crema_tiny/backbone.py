@@ -55,12 +55,12 @@ def build_tokenizer(corpus: list[str] | None = None) -> PreTrainedTokenizerFast:
     )
 
 
-def backbone_config(vocab_size: int) -> Blip2Config:
+def backbone_config(vocab_size: int, image_size: int = IMAGE_SIZE) -> Blip2Config:
     vision_width, width = 64, 64
     return Blip2Config(
         vision_config=Blip2VisionConfig(
             hidden_size=vision_width, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            image_size=IMAGE_SIZE, patch_size=8, initializer_range=0.02,
+            image_size=image_size, patch_size=8, initializer_range=0.02,
         ).to_dict(),
         qformer_config=Blip2QFormerConfig(
             hidden_size=width, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -75,10 +75,11 @@ def backbone_config(vocab_size: int) -> Blip2Config:
     )
 
 
-def build_backbone(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> Blip2ForConditionalGeneration:
+def build_backbone(tokenizer: PreTrainedTokenizerFast, seed: int = 0,
+                   image_size: int = IMAGE_SIZE) -> Blip2ForConditionalGeneration:
     """A randomly initialised tiny BLIP-2 (T5) whose visual tokens start at the scale of the T5 word embeddings."""
     torch.manual_seed(seed)
-    model = Blip2ForConditionalGeneration(backbone_config(len(tokenizer)))
+    model = Blip2ForConditionalGeneration(backbone_config(len(tokenizer), image_size))
     with torch.no_grad():
         model.query_tokens.normal_(std=1.0)  # transformers initialises them to zeros
         projection = model.language_projection

@@ -13,11 +13,11 @@ from .backbone import IMAGE_SIZE, NUM_FRAMES
 RENDERINGS = ("video", "flow", "depth", "normal", "thermal")
 
 
-def make_processor(tokenizer, config=None):
+def make_processor(tokenizer, config=None, image_size: int = IMAGE_SIZE):
     from crema_processing import CremaProcessor
 
     if config is None:
-        config = SimpleNamespace(vision_config=SimpleNamespace(image_size=IMAGE_SIZE), num_frames=NUM_FRAMES,
+        config = SimpleNamespace(vision_config=SimpleNamespace(image_size=image_size), num_frames=NUM_FRAMES,
                                  audio_config=None, num_audio_segments=2, max_points=5000)
     return CremaProcessor.from_model_config(config, tokenizer)
 

@@ -50,15 +50,17 @@ def single_rendering_rows(clips, rows) -> list[dict]:
 
 
 def pretrain_vision_encoder(blip2, clips, rows, epochs: int = 20, batch_size: int = 32, lr: float = 1e-3,
-                            seed: int = 0, log=print) -> list[float]:
+                            seed: int = 0, augment: bool = True, log=print) -> list[float]:
     """Trains the ViT alone to classify each frame of each row's rendering (one linear head per question type on its
     mean patch state; the heads are thrown away): through the Q-Former and the LLM alone, the ViT gets too weak a
-    signal to learn shape at this size."""
+    signal to learn shape at this size. With `augment`, colour and shape frames are each seen under a random flip /
+    quarter turn."""
     examples = single_rendering_rows(clips, rows)
     types = sorted({r["question_type"] for r in examples})
     width = max(len(r["options"]) for r in examples)
     frames = torch.cat([clips[r["clip_id"]][r["needed_modalities"][0]] for r in examples])
     per_clip = frames.shape[0] // len(examples)
+    turnable = torch.tensor([r["question_type"] in ORIENTATION_FREE_TYPES for r in examples]).repeat_interleave(per_clip)
     labels = torch.tensor([r["answer_index"] for r in examples]).repeat_interleave(per_clip)
     kinds = torch.tensor([types.index(r["question_type"]) for r in examples]).repeat_interleave(per_clip)
     torch.manual_seed(seed)
@@ -74,7 +76,9 @@ def pretrain_vision_encoder(blip2, clips, rows, epochs: int = 20, batch_size: in
         total = 0.0
         for i in range(0, len(order), batch_size):
             index = order[i:i + batch_size]
-            states = vision(pixel_values=frames[index].to(blip2.device)).last_hidden_state[:, 1:].mean(1)
+            pixels = torch.stack([dihedral_augment(frames[j:j + 1], generator)[0] if augment and turnable[j] else frames[j]
+                                  for j in index.tolist()])
+            states = vision(pixel_values=pixels.to(blip2.device)).last_hidden_state[:, 1:].mean(1)
             logits = heads(states).view(len(index), len(types), width)[torch.arange(len(index)), kinds[index]]
             loss = torch.nn.functional.cross_entropy(logits, labels[index].to(blip2.device))
             optimizer.zero_grad()
@@ -104,15 +108,19 @@ def qa_loss(blip2, tokenizer, pixel_values, input_ids: list[list[int]], labels: 
 
 
 def pretrain(blip2, tokenizer, clips, rows, epochs: int = 12, batch_size: int = 32, lr: float = 1e-3,
-             seed: int = 0, augment: bool = True, log=print) -> list[float]:
-    """Train every backbone parameter on per-rendering QA (rows whose question needs one rendering); with `augment`,
-    colour and shape examples see their frames under a random flip / quarter turn (`dihedral_augment`)."""
+             seed: int = 0, augment: bool = True, freeze_vision: bool = False, log=print) -> list[float]:
+    """Train the backbone on per-rendering QA (rows whose question needs one rendering); with `augment`, colour and
+    shape examples see their frames under a random flip / quarter turn (`dihedral_augment`). `freeze_vision` keeps
+    the ViT as its own stage left it (BLIP-2 trains its Q-Former on a frozen image encoder)."""
     examples = single_rendering_rows(clips, rows)
     rng = random.Random(seed)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     blip2.train()
-    optimizer = torch.optim.AdamW(blip2.parameters(), lr=lr, weight_decay=0.01)
+    if freeze_vision:
+        blip2.vision_model.eval().requires_grad_(False)
+    trainable = [p for p in blip2.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.01)
     steps = epochs * ((len(examples) + batch_size - 1) // batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
     history, start = [], time.time()
@@ -131,7 +139,7 @@ def pretrain(blip2, tokenizer, clips, rows, epochs: int = 12, batch_size: int = 
             loss = qa_loss(blip2, tokenizer, pixels, [r["input_ids"] for r in batch], [r["labels"] for r in batch]).loss
             optimizer.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(blip2.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
             scheduler.step()
             total, count = total + loss.item() * len(batch), count + len(batch)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from .backbone import IMAGE_SIZE
+
 QUESTION_TYPES = ("color", "shape", "motion", "depth", "hot", "orientation")
 #: RGB, the flow derived from it, and the depth / normal / thermal companion renders.
 MODALITIES = ("video", "flow", "depth", "normal", "thermal")
@@ -40,7 +42,7 @@ def question_templates(types=QUESTION_TYPES) -> list[dict]:
 
 
 def prepare_data(work: Path, train_clips: int, test_clips: int, seed: int = 0,
-                 object_radius: tuple[float, float] | None = None):
+                 object_radius: tuple[float, float] | None = None, image_size: int = IMAGE_SIZE):
     from ..synth import generate_crema_synth, load_crema_synth
     from .backbone import build_tokenizer
     from .data import make_processor, process_split
@@ -55,7 +57,7 @@ def prepare_data(work: Path, train_clips: int, test_clips: int, seed: int = 0,
         dataset = generate_crema_synth(synth, {"train": train_clips, "test": test_clips}, seed=seed,
                                        question_types=QUESTION_TYPES, shuffle_options=False,
                                        object_radius=object_radius, num_workers=2, overwrite=True)
-    processor = make_processor(build_tokenizer())
+    processor = make_processor(build_tokenizer(), image_size=image_size)
     train = process_split(dataset["train"], processor)
     test = process_split(dataset["test"], processor)
     data = {"train": train, "test": test, "synth": str(synth)}
@@ -63,7 +65,8 @@ def prepare_data(work: Path, train_clips: int, test_clips: int, seed: int = 0,
     return data
 
 
-def pretrain_backbone(work: Path, data, epochs: int, vision_epochs: int):
+def pretrain_backbone(work: Path, data, epochs: int, vision_epochs: int, freeze_vision: bool = False,
+                      image_size: int = IMAGE_SIZE):
     from .backbone import build_backbone, build_tokenizer, count_parameters
     from .pretrain import letter_accuracy, pretrain, pretrain_vision_encoder
 
@@ -71,14 +74,14 @@ def pretrain_backbone(work: Path, data, epochs: int, vision_epochs: int):
     tokenizer = build_tokenizer()
     if (folder / "config.json").exists():
         return folder, tokenizer
-    blip2 = build_backbone(tokenizer)
+    blip2 = build_backbone(tokenizer, image_size=image_size)
     print(f"backbone: {count_parameters(blip2):,} parameters", flush=True)
     log = lambda line: print(line, flush=True)  # noqa: E731
     clips, rows = data["train"]
     if vision_epochs:
         pretrain_vision_encoder(blip2, clips, [r for r in rows if r["question_type"] in VISION_TYPES],
                                 epochs=vision_epochs, log=log)
-    pretrain(blip2, tokenizer, clips, rows, epochs=epochs, log=log)
+    pretrain(blip2, tokenizer, clips, rows, epochs=epochs, freeze_vision=freeze_vision, log=log)
     print("backbone held-out accuracy per rendering:", json.dumps(letter_accuracy(blip2, tokenizer, *data["test"])),
           flush=True)
     blip2.save_pretrained(folder)
@@ -101,6 +104,9 @@ def main(argv=None) -> None:
                         help="CREMA-Synth object radius range, fractions of the frame side (default 0.06 0.12)")
     parser.add_argument("--vision-epochs", type=int, default=0,
                         help="first train the ViT alone as a colour / shape frame classifier (default 0: off)")
+    parser.add_argument("--freeze-vision", action="store_true",
+                        help="keep the ViT as the --vision-epochs stage left it during the QA pre-training")
+    parser.add_argument("--image-size", type=int, default=IMAGE_SIZE, help=f"frame side in pixels ({IMAGE_SIZE})")
     parser.add_argument("--pretrain-epochs", type=int, default=24, help="the whole backbone, on per-rendering QA")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--early-exit-start-epoch", type=int, default=EARLY_EXIT_START_EPOCH,
@@ -111,9 +117,11 @@ def main(argv=None) -> None:
     start = time.time()
     work, out = Path(args.work), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
-    data = prepare_data(work, args.train_clips, args.test_clips, object_radius=args.object_radius)
+    data = prepare_data(work, args.train_clips, args.test_clips, object_radius=args.object_radius,
+                        image_size=args.image_size)
     print(f"data ready ({time.time() - start:.0f} s)", flush=True)
-    backbone, tokenizer = pretrain_backbone(work, data, args.pretrain_epochs, args.vision_epochs)
+    backbone, tokenizer = pretrain_backbone(work, data, args.pretrain_epochs, args.vision_epochs, args.freeze_vision,
+                                            args.image_size)
     print(f"backbone ready ({time.time() - start:.0f} s)", flush=True)
 
     from crema_processing import CremaProcessor
