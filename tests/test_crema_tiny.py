@@ -225,7 +225,8 @@ def test_qa_pretraining_with_a_frozen_vit_trains_everything_else():
 
 def test_the_recipe_runs_end_to_end_at_toy_size(tmp_path):
     """Every stage of the recipe, wired as the command runs it (6 clips, one or two epochs each): CREMA-Synth with the given
-    object size, the optional ViT stage, QA pre-training, CREMA training with early exit, and the saved folders."""
+    object size, frames at the given size, the ViT stage, QA pre-training on the frozen ViT, CREMA training with early
+    exit, and the saved folders."""
     import subprocess
     import sys
 
@@ -234,7 +235,8 @@ def test_the_recipe_runs_end_to_end_at_toy_size(tmp_path):
     work, out = tmp_path / "work", tmp_path / "out"
     command = [sys.executable, "-m", "crema_training.crema_tiny.recipe", "--work", str(work), "--out", str(out),
                "--train-clips", "6", "--test-clips", "2", "--vision-epochs", "1", "--pretrain-epochs", "1",
-               "--epochs", "2", "--early-exit-start-epoch", "1", "--object-radius", "0.15", "0.2"]
+               "--epochs", "2", "--early-exit-start-epoch", "1", "--object-radius", "0.15", "0.2", "--image-size", "40",
+               "--freeze-vision"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "vision pre-training epoch 1/1" in result.stdout and "pre-training epoch 1/1" in result.stdout
@@ -243,6 +245,9 @@ def test_the_recipe_runs_end_to_end_at_toy_size(tmp_path):
     updates = json.loads((work / "run" / "adapter_updates.json").read_text())
     assert set(updates) == {"video", "flow", "depth", "normal", "thermal"} and all(updates.values())
     model = AutoModel.from_pretrained(out / "crema-tiny", trust_remote_code=True)
+    assert model.config.vision_config.image_size == 40
+    processor_config = json.loads((out / "crema-tiny" / "processor_config.json").read_text())
+    assert processor_config["image_processor"]["size"] == {"height": 40, "width": 40}
     assert [t["question"] for t in model.config.question_templates][:2] == [
         "What colour is the object?", "What shape is the object?"]
     for m in updates:
