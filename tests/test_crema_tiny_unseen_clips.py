@@ -35,6 +35,7 @@ CLIPS = (
 #: question type -> (question, options in crema-tiny's order, the ground truth of a clip)
 QUESTIONS = {
     "color": ("What colour is the object?", ["red", "green", "blue", "yellow"], lambda c: c.color),
+    "shape": ("What shape is the object?", ["circle", "square", "triangle"], lambda c: c.shape),
     "motion": ("Which way does the object move?", ["left", "right", "up", "down"], lambda c: c.direction),
     "depth": ("Is the object near the camera or far from it?", ["near", "far"], lambda c: "near" if c.near else "far"),
     "hot": ("Is the object hot?", ["yes", "no"], lambda c: "yes" if c.hot else "no"),
@@ -81,14 +82,16 @@ def _right(answers, kinds) -> tuple[int, int]:
     return sum(answer == truth for answer, truth in pairs), len(pairs)
 
 
-def test_colour_is_read_from_unseen_clips(answers):
-    right, total = _right(answers, ("color",))
-    assert right >= total - 1, answers
+@pytest.mark.parametrize("kind", ["color", "shape"])
+def test_colour_and_shape_are_read_from_unseen_clips(answers, kind):
+    """From the RGB frames alone, at most one miss in 8 (crema-tiny reads every colour and 7 of 8 shapes)."""
+    right, total = _right(answers, (kind,))
+    assert right >= total - 1, {key: pair for key, pair in answers.items() if key[1] == kind}
 
 
 def test_every_supportive_modality_transfers_to_unseen_clips(answers):
     """Motion (from the flow derived from the clip), near / far, heat and surface orientation together, well above
-    chance (12 of 32), on renders drawn here (crema-tiny answers 30 of 32)."""
+    chance (12 of 32), on renders drawn here (crema-tiny answers 31 of 32)."""
     kinds = ("motion", "depth", "hot", "orientation")
     right, total = _right(answers, kinds)
     assert right >= 27, {key: pair for key, pair in answers.items() if key[1] in kinds}
