@@ -58,7 +58,7 @@ QUEUE_SIZE = int(os.environ.get("CREMA_SPACE_QUEUE_SIZE", "16"))
 MAX_FILE_SIZE = os.environ.get("CREMA_SPACE_MAX_FILE_SIZE", "50mb")
 #: Loaded pipelines kept in memory (switching back to a model is then instant).
 PIPELINE_CACHE_SIZE = 3
-#: Preview frames are tiny (crema-tiny reads 32 px): enlarged, without smoothing, so they can be seen.
+#: Preview frames are tiny (crema-tiny reads 64 px): enlarged, without smoothing, so they can be seen.
 PREVIEW_SIDE = 160
 
 
