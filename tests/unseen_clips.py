@@ -33,7 +33,7 @@ class UnseenClip:
     suffix: str
     background: str  # "plain", "gradient" or "noise"
     color: str
-    shape: str  # "circle" or "square"
+    shape: str  # "circle", "square" or "triangle"
     direction: str
     hot: bool
     near: bool
@@ -55,6 +55,9 @@ def _mask(clip: UnseenClip, cx: float, cy: float, radius: float) -> np.ndarray:
     ys, xs = np.mgrid[0:clip.height, 0:clip.width]
     if clip.shape == "circle":
         return (xs - cx) ** 2 + (ys - cy) ** 2 <= radius ** 2
+    if clip.shape == "triangle":  # equilateral, apex up, centred on its centroid
+        apex = cy - 1.2 * radius
+        return (ys <= cy + 0.6 * radius) & (np.abs(xs - cx) <= (ys - apex) / np.sqrt(3.0))
     return (np.abs(xs - cx) <= radius * 0.9) & (np.abs(ys - cy) <= radius * 0.9)
 
 
