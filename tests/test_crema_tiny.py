@@ -148,7 +148,7 @@ def test_vision_pretraining_teaches_the_vit_alone():
     from crema_training.crema_tiny.pretrain import pretrain_vision_encoder
 
     torch.manual_seed(0)
-    blip2 = build_backbone(build_tokenizer())
+    blip2 = build_backbone(build_tokenizer(), image_size=32)
     clips, rows = {}, []
     for i in range(32):
         side = i % 2
@@ -195,7 +195,7 @@ def test_vision_pretraining_sees_colour_and_shape_frames_flipped_and_turned():
     clips, rows = _bar_clips(32, lambda i: i % 2)
     final = {}
     for augment in (False, True):
-        blip2 = build_backbone(build_tokenizer())
+        blip2 = build_backbone(build_tokenizer(), image_size=32)
         history = pretrain_vision_encoder(blip2, clips, rows, epochs=30, batch_size=16, lr=3e-3, augment=augment,
                                           log=lambda _: None)
         final[augment] = history[-1]
@@ -209,7 +209,7 @@ def test_qa_pretraining_with_a_frozen_vit_trains_everything_else():
     from crema_training.crema_tiny.pretrain import pretrain
 
     tokenizer = build_tokenizer()
-    blip2 = build_backbone(tokenizer)
+    blip2 = build_backbone(tokenizer, image_size=32)
     clips, rows = _bar_clips(8, lambda i: i % 2)
     for row in rows:
         row["input_ids"] = tokenizer("Question: What shape is the object?").input_ids

@@ -60,7 +60,8 @@ def pretrain_vision_encoder(blip2, clips, rows, epochs: int = 20, batch_size: in
     width = max(len(r["options"]) for r in examples)
     frames = torch.cat([clips[r["clip_id"]][r["needed_modalities"][0]] for r in examples])
     per_clip = frames.shape[0] // len(examples)
-    turnable = torch.tensor([r["question_type"] in ORIENTATION_FREE_TYPES for r in examples]).repeat_interleave(per_clip)
+    turnable = torch.tensor([r["question_type"] in ORIENTATION_FREE_TYPES for r in examples])
+    turnable = turnable.repeat_interleave(per_clip)
     labels = torch.tensor([r["answer_index"] for r in examples]).repeat_interleave(per_clip)
     kinds = torch.tensor([types.index(r["question_type"]) for r in examples]).repeat_interleave(per_clip)
     torch.manual_seed(seed)
@@ -76,8 +77,10 @@ def pretrain_vision_encoder(blip2, clips, rows, epochs: int = 20, batch_size: in
         total = 0.0
         for i in range(0, len(order), batch_size):
             index = order[i:i + batch_size]
-            pixels = torch.stack([dihedral_augment(frames[j:j + 1], generator)[0] if augment and turnable[j] else frames[j]
-                                  for j in index.tolist()])
+            pixels = torch.stack([
+                dihedral_augment(frames[j:j + 1], generator)[0] if augment and turnable[j] else frames[j]
+                for j in index.tolist()
+            ])
             states = vision(pixel_values=pixels.to(blip2.device)).last_hidden_state[:, 1:].mean(1)
             logits = heads(states).view(len(index), len(types), width)[torch.arange(len(index)), kinds[index]]
             loss = torch.nn.functional.cross_entropy(logits, labels[index].to(blip2.device))

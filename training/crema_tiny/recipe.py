@@ -20,15 +20,15 @@ from pathlib import Path
 
 import torch
 
+from .backbone import IMAGE_SIZE
+
 QUESTION_TYPES = ("color", "shape", "motion", "depth", "hot", "orientation")
 #: RGB, the flow derived from it, and the depth / normal / thermal companion renders.
 MODALITIES = ("video", "flow", "depth", "normal", "thermal")
 TARGET_TYPES = QUESTION_TYPES
-#: Adapters may exit after the 4th epoch (0-indexed 3) of 8: from the 6th, early exit saved 5 % of the adapter updates;
-#: from the 4th it saves 30 % at the accuracy of training without it.
+#: Adapters may exit after the 4th epoch (0-indexed 3) of 8: on the 64 px backbone this saves 10 % of the adapter
+#: updates for 0.3 points (on the earlier 32 px one, 30 % at no cost).
 EARLY_EXIT_START_EPOCH = 3
-#: crema-tiny's frame side: at 32 px (4-8 px objects) the 8 px-patch ViT did not learn shape.
-IMAGE_SIZE = 64
 #: Epochs of the first stage that trains the ViT alone: shape is learned after about 60 (held out, 98 % at 75).
 VISION_EPOCHS = 80
 #: The question types of the first stage that trains the ViT alone as a frame classifier (`--vision-epochs`).
@@ -106,11 +106,14 @@ def main(argv=None) -> None:
     parser.add_argument("--object-radius", type=float, nargs=2, metavar=("MIN", "MAX"), default=None,
                         help="CREMA-Synth object radius range, fractions of the frame side (default 0.06 0.12)")
     parser.add_argument("--vision-epochs", type=int, default=VISION_EPOCHS,
-                        help=f"first train the ViT alone as a colour / shape frame classifier ({VISION_EPOCHS}; 0: off)")
+                        help=f"first train the ViT alone as a colour / shape frame classifier "
+                             f"({VISION_EPOCHS}; 0: off)")
     parser.add_argument("--freeze-vision", action=argparse.BooleanOptionalAction, default=True,
-                        help="keep the ViT as its own stage left it during the QA pre-training (default; off with --vision-epochs 0)")
+                        help="keep the ViT as its own stage left it during the QA pre-training "
+                             "(default; off with --vision-epochs 0)")
     parser.add_argument("--image-size", type=int, default=IMAGE_SIZE, help=f"frame side in pixels ({IMAGE_SIZE})")
-    parser.add_argument("--pretrain-epochs", type=int, default=24, help="the backbone (all but the ViT by default), on per-rendering QA")
+    parser.add_argument("--pretrain-epochs", type=int, default=24,
+                        help="the backbone (all but the ViT by default), on per-rendering QA")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--early-exit-start-epoch", type=int, default=EARLY_EXIT_START_EPOCH,
                         help=f"first (0-indexed) epoch after which an adapter may exit ({EARLY_EXIT_START_EPOCH})")
