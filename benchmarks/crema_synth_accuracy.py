@@ -8,8 +8,11 @@ Variants: `shipped` (the committed modeling_crema/pretrained/crema-tiny: V,F,D,N
 exit), `shipped_video_only` (the same model answering with its video adapter only: the others give zeros to the
 fusion), `shipped_without_<m>` (the same model with modality m left out), `video` (a CREMA trained with the video
 adapter only), `concat` (every modality, no fusion), `joint` (fusion, joint updates), `no_exit` (fusion,
-sequential, early exit off). Every trained variant uses the recipe's settings and seed; `shipped` reads its adapter
-update counts from the recipe's `WORK/run/adapter_updates.json`. Multiple choice is ranked by the options'
+sequential, early exit off), `concat_no_exit` (concat with early exit off: compares the two fusions without the
+exits' effect). Every trained variant uses the recipe's settings and seed; `shipped` reads its adapter
+update counts and exits from the recipe's `WORK/run/adapter_updates.json` and `early_exit.json`. The JSON output
+(`--json`) also holds each trained variant's exit epochs and per-epoch exit indicators (kept with early exit off
+too, so what another τ would have done can be read from them). Multiple choice is ranked by the options'
 log-likelihood, as `crema answer` does. "LLM visual tokens" is the LLM input length minus the prompt's."""
 
 from __future__ import annotations
@@ -36,11 +39,17 @@ def visual_token_count(model, features, rows, modalities=None) -> int:
     return int(prepared.inputs_embeds.shape[1]) - input_ids.shape[1]
 
 
+def exit_summary(state: dict) -> dict:
+    """The exit epochs and each epoch's indicators and gradient norms, from an early-exit state."""
+    return {key: state[key] for key in ("tau", "start_epoch", "exited", "indicators", "history")}
+
+
 def main() -> None:
     from crema_processing import CremaProcessor
     from crema_training.crema_tiny.backbone import build_tokenizer
     from crema_training.crema_tiny.crema_stage import build_crema, clip_features, evaluate, train_crema
-    from crema_training.crema_tiny.recipe import EARLY_EXIT_START_EPOCH, MODALITIES, TARGET_TYPES, rows_of
+    from crema_training.crema_tiny.recipe import (EARLY_EXIT_START_EPOCH, EARLY_EXIT_TAU, MODALITIES, TARGET_TYPES,
+                                                   rows_of)
     from modeling_crema import CremaForConditionalGeneration
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,6 +58,7 @@ def main() -> None:
     parser.add_argument("--variants", default="shipped,shipped_video_only,video,concat,joint,no_exit")
     parser.add_argument("--epochs", type=int, default=8, help="as the recipe's --epochs")
     parser.add_argument("--early-exit-start-epoch", type=int, default=EARLY_EXIT_START_EPOCH, help="as the recipe's")
+    parser.add_argument("--early-exit-tau", type=float, default=EARLY_EXIT_TAU, help="as the recipe's")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
@@ -60,7 +70,7 @@ def main() -> None:
     results = {}
     for variant in args.variants.split(","):
         start = time.time()
-        updates = None
+        updates = early_exit = None
         if variant.startswith("shipped"):
             model = CremaForConditionalGeneration.from_pretrained(args.model)
             used = None
@@ -70,23 +80,30 @@ def main() -> None:
                 used = [m for m in model.config.modality_names if m != variant.removeprefix("shipped_without_")]
             features = clip_features(model, data["test"][0], model.config.modality_names)
             result = evaluate(model, tokenizer, test_rows, features, modalities=used)
-            if variant == "shipped" and (work / "run" / "adapter_updates.json").exists():
-                updates = json.loads((work / "run" / "adapter_updates.json").read_text())
+            run = work / "run"
+            if variant == "shipped" and (run / "adapter_updates.json").exists():
+                updates = json.loads((run / "adapter_updates.json").read_text())
+            if variant == "shipped" and (run / "early_exit.json").exists():
+                early_exit = exit_summary(json.loads((run / "early_exit.json").read_text()))
             tokens = visual_token_count(model, features, test_rows, used)
         else:
             modalities = ["video"] if variant == "video" else list(MODALITIES)
-            model = build_crema(work / "backbone", tokenizer, modalities, fusion=variant != "concat")
+            model = build_crema(work / "backbone", tokenizer, modalities, fusion=not variant.startswith("concat"))
             processor = CremaProcessor.from_model_config(model.config, tokenizer)
             train_features = clip_features(model, data["train"][0], modalities)
             schedule = "joint" if variant == "joint" else "sequential"
             trainer = train_crema(model, processor, train_rows, train_features, work / f"bench-{variant}",
-                                  epochs=args.epochs, schedule=schedule, early_exit=variant != "no_exit",
-                                  early_exit_start_epoch=args.early_exit_start_epoch)
+                                  epochs=args.epochs, schedule=schedule, early_exit=not variant.endswith("no_exit"),
+                                  early_exit_start_epoch=args.early_exit_start_epoch,
+                                  early_exit_tau=args.early_exit_tau)
             updates = trainer.adapter_updates
+            # the indicators are kept with early exit off too: what any τ would have done can be read from them
+            early_exit = exit_summary(trainer.early_exit.state_dict())
             features = clip_features(model, data["test"][0], modalities)
             result = evaluate(model, tokenizer, test_rows, features)
             tokens = visual_token_count(model, features, test_rows)
-        results[variant] = {"accuracy": result, "visual_tokens": tokens, "adapter_updates": updates}
+        results[variant] = {"accuracy": result, "visual_tokens": tokens, "adapter_updates": updates,
+                            "early_exit": early_exit}
         print(f"{variant}: {json.dumps(results[variant])} ({time.time() - start:.0f} s)", flush=True)
 
     columns = list(TARGET_TYPES) + ["all"]

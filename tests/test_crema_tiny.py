@@ -235,7 +235,8 @@ def test_the_recipe_runs_end_to_end_at_toy_size(tmp_path):
     work, out = tmp_path / "work", tmp_path / "out"
     command = [sys.executable, "-m", "crema_training.crema_tiny.recipe", "--work", str(work), "--out", str(out),
                "--train-clips", "6", "--test-clips", "2", "--vision-epochs", "1", "--pretrain-epochs", "1",
-               "--epochs", "2", "--early-exit-start-epoch", "1", "--object-radius", "0.15", "0.2", "--image-size", "40",
+               "--epochs", "2", "--early-exit-start-epoch", "1", "--early-exit-tau", "1.25",
+               "--object-radius", "0.15", "0.2", "--image-size", "40",
                "--freeze-vision"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -244,6 +245,9 @@ def test_the_recipe_runs_end_to_end_at_toy_size(tmp_path):
     assert config["object_radius"] == [0.15, 0.2] and config["num_clips_per_split"] == {"train": 6, "test": 2}
     updates = json.loads((work / "run" / "adapter_updates.json").read_text())
     assert set(updates) == {"video", "flow", "depth", "normal", "thermal"} and all(updates.values())
+    early_exit = json.loads((work / "run" / "early_exit.json").read_text())
+    assert (early_exit["tau"], early_exit["start_epoch"]) == (1.25, 1)
+    assert all(len(early_exit["indicators"][m]) == 2 for m in updates)
     model = AutoModel.from_pretrained(out / "crema-tiny", trust_remote_code=True)
     assert model.config.vision_config.image_size == 40
     processor_config = json.loads((out / "crema-tiny" / "processor_config.json").read_text())
