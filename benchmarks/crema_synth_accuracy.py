@@ -9,7 +9,8 @@ exit), `shipped_video_only` (the same model answering with its video adapter onl
 fusion), `shipped_without_<m>` (the same model with modality m left out), `video` (a CREMA trained with the video
 adapter only), `concat` (every modality, no fusion), `joint` (fusion, joint updates), `no_exit` (fusion,
 sequential, early exit off), `concat_no_exit` (concat with early exit off: compares the two fusions without the
-exits' effect). Every trained variant uses the recipe's settings and seed; `shipped` reads its adapter
+exits' effect), `sequential` (fusion, sequential, early exit: the recipe's CREMA stage again, e.g. with another
+`--early-exit-tau` / `--early-exit-start-epoch`). Every trained variant uses the recipe's settings and seed; `shipped` reads its adapter
 update counts and exits from the recipe's `WORK/run/adapter_updates.json` and `early_exit.json`. The JSON output
 (`--json`) also holds each trained variant's exit epochs and per-epoch exit indicators (kept with early exit off
 too, so what another τ would have done can be read from them). Multiple choice is ranked by the options'
@@ -37,6 +38,17 @@ def visual_token_count(model, features, rows, modalities=None) -> int:
     kwargs = {} if modalities is None else {"modalities": names}
     prepared = model.prepare_language_model_inputs(input_ids, torch.ones_like(input_ids), **inputs, **kwargs)
     return int(prepared.inputs_embeds.shape[1]) - input_ids.shape[1]
+
+
+#: The variants trained here (the `shipped*` ones read the committed model).
+TRAINED_VARIANTS = ("video", "concat", "joint", "no_exit", "concat_no_exit", "sequential")
+
+
+def check_variant(variant: str, modalities) -> None:
+    """Refuses a misspelt variant before any training starts (any unknown name would otherwise train a fusion)."""
+    shipped = {"shipped", "shipped_video_only"} | {f"shipped_without_{m}" for m in modalities}
+    if variant not in shipped and variant not in TRAINED_VARIANTS:
+        raise SystemExit(f"Unknown variant {variant!r}: choose from {sorted(shipped)} and {list(TRAINED_VARIANTS)}.")
 
 
 def exit_summary(state: dict) -> dict:
@@ -68,7 +80,10 @@ def main() -> None:
     tokenizer = build_tokenizer()
     test_rows, train_rows = rows_of(data, "test"), rows_of(data, "train")
     results = {}
-    for variant in args.variants.split(","):
+    variants = args.variants.split(",")
+    for variant in variants:
+        check_variant(variant, MODALITIES)
+    for variant in variants:
         start = time.time()
         updates = early_exit = None
         if variant.startswith("shipped"):
