@@ -10,8 +10,9 @@ fusion), `shipped_without_<m>` (the same model with modality m left out), `video
 adapter only), `concat` (every modality, no fusion), `joint` (fusion, joint updates), `no_exit` (fusion,
 sequential, early exit off), `concat_no_exit` (concat with early exit off: compares the two fusions without the
 exits' effect), `sequential` (fusion, sequential, early exit: the recipe's CREMA stage again, e.g. with another
-`--early-exit-tau` / `--early-exit-start-epoch`). Every trained variant uses the recipe's settings and seed; `shipped` reads its adapter
-update counts and exits from the recipe's `WORK/run/adapter_updates.json` and `early_exit.json`. The JSON output
+`--early-exit-tau` / `--early-exit-start-epoch`). Every trained variant uses the recipe's settings and seed;
+`shipped` reads its adapter update counts and exits from the recipe's `WORK/run/adapter_updates.json` and
+`early_exit.json`. The JSON output
 (`--json`) also holds each trained variant's exit epochs and per-epoch exit indicators (kept with early exit off
 too, so what another τ would have done can be read from them). Multiple choice is ranked by the options'
 log-likelihood, as `crema answer` does. "LLM visual tokens" is the LLM input length minus the prompt's."""
