@@ -96,11 +96,11 @@ def main() -> None:
                 used = [m for m in model.config.modality_names if m != variant.removeprefix("shipped_without_")]
             features = clip_features(model, data["test"][0], model.config.modality_names)
             result = evaluate(model, tokenizer, test_rows, features, modalities=used)
-            run = work / "run"
+            run = work / "run"  # the recipe's CREMA run, if this work folder made the shipped model
             if variant == "shipped" and (run / "adapter_updates.json").exists():
                 updates = json.loads((run / "adapter_updates.json").read_text())
-            if variant == "shipped" and (run / "early_exit.json").exists():
-                early_exit = exit_summary(json.loads((run / "early_exit.json").read_text()))
+                if (run / "early_exit.json").exists():
+                    early_exit = exit_summary(json.loads((run / "early_exit.json").read_text()))
             tokens = visual_token_count(model, features, test_rows, used)
         else:
             modalities = ["video"] if variant == "video" else list(MODALITIES)
