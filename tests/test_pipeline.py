@@ -354,9 +354,11 @@ def test_cli_prints_contributions(capsys):
             "--option", "yes", "--option", "no", "--thermal", _example_input()["thermal"], "--device", "cpu"]
     assert main([*argv, "--contributions"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[:2] == ["answer: yes", "modalities used: video, flow, thermal"]  # no depth / normal render given
+    # audio from the clip's track; no depth / normal render given
+    assert lines[:2] == ["answer: yes", "modalities used: video, audio, flow, thermal"]
     assert lines[4].startswith("contributions (rise in the answer's negative log-likelihood")
-    assert [line.split()[-1] for line in lines[5:7]] == ["flow", "thermal"] and float(lines[6].split()[0]) > 0
+    contributions = {line.split()[-1]: float(line.split()[0]) for line in lines[5:8]}
+    assert list(contributions) == ["audio", "flow", "thermal"] and contributions["thermal"] > 0
 
 
 def test_cli_precomputed_depth_render_replaces_the_depth_model(tokenizer, clips, tmp_path, capsys):
