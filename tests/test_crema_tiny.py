@@ -224,6 +224,43 @@ def test_qa_pretraining_with_a_frozen_vit_trains_everything_else():
     assert not any(p.requires_grad for p in blip2.parameters())
 
 
+def test_qa_pretraining_reads_audio_through_the_frozen_audio_encoder():
+    """Audio rows join the QA pre-training through the audio encoder (trained on its own first, as in the recipe),
+    which stays as its own stage left it; the LLM learns the audio answer (here: a loud band high or low in the
+    fbank)."""
+    from crema_training.crema_tiny.audio_encoder import pretrain_audio_encoder
+    from crema_training.crema_tiny.backbone import (AUDIO_FRAMES, AUDIO_MEL_BINS, build_audio_encoder, build_backbone,
+                                                    build_tokenizer)
+    from crema_training.crema_tiny.pretrain import letter_accuracy, pretrain
+
+    tokenizer = build_tokenizer()
+    blip2 = build_backbone(tokenizer, image_size=32)
+    clips, rows = _bar_clips(8, lambda i: i % 2)
+    for clip in clips.values():  # every clip has every rendering, as CREMA-Synth's do
+        clip["audio"] = torch.zeros(1, AUDIO_FRAMES, AUDIO_MEL_BINS)
+    generator = torch.Generator().manual_seed(0)
+    for i in range(16):
+        fbank = torch.randn(1, AUDIO_FRAMES, AUDIO_MEL_BINS, generator=generator) * 0.1
+        fbank[0, 40:80, slice(20, 28) if i % 2 == 0 else slice(2, 10)] += 3.0
+        clips[f"a{i}"] = {"video": torch.zeros(2, 3, 32, 32), "audio": fbank}
+        rows.append({"clip_id": f"a{i}", "question_type": "pitch", "needed_modalities": ["audio"],
+                     "options": ["high", "low"], "answer_index": i % 2})
+    encoder = build_audio_encoder()
+    tracks = torch.stack([clips[f"a{i}"]["audio"] for i in range(16)])
+    pretrain_audio_encoder(encoder, (tracks, torch.tensor([[0, i % 2] for i in range(16)])), epochs=15, batch_size=8,
+                           log=lambda _: None)
+    for row in rows:
+        question = "Is the beep high or low pitched?" if row["question_type"] == "pitch" else "What shape is the object?"
+        row["input_ids"] = tokenizer(f"Question: {question}").input_ids
+        row["labels"] = tokenizer("Option A" if row["answer_index"] == 0 else "Option B").input_ids
+    before = {name: p.clone() for name, p in encoder.named_parameters()}
+    assert "pitch" not in letter_accuracy(blip2, tokenizer, clips, rows)  # without the encoder, audio rows are left out
+    pretrain(blip2, tokenizer, clips, rows, epochs=10, batch_size=8, lr=3e-3, audio_encoder=encoder,
+             log=lambda _: None)
+    assert all(torch.equal(p, before[name]) for name, p in encoder.named_parameters())
+    assert letter_accuracy(blip2, tokenizer, clips, rows, audio_encoder=encoder)["pitch"] == 1.0
+
+
 def test_the_recipe_runs_end_to_end_at_toy_size(tmp_path):
     """Every stage of the recipe, wired as the command runs it (6 clips, one or two epochs each): CREMA-Synth with the given
     object size, frames at the given size, the ViT stage, QA pre-training on the frozen ViT, CREMA training with early
@@ -243,9 +280,10 @@ def test_the_recipe_runs_end_to_end_at_toy_size(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "vision pre-training epoch 1/1" in result.stdout and "pre-training epoch 1/1" in result.stdout
     assert "audio encoder epoch 1/1" in result.stdout
-    # the backbone's QA pre-training sees the visual renderings only: audio is left to its encoder and adapter
+    # the backbone's QA pre-training reads every rendering, the audio track through the frozen audio encoder
     line = next(x for x in result.stdout.splitlines() if x.startswith("backbone held-out accuracy per rendering:"))
-    assert set(json.loads(line.split(":", 1)[1])) <= {"color", "shape", "motion", "depth", "hot", "orientation"}
+    assert {"color", "beeps", "pitch"} <= set(json.loads(line.split(":", 1)[1]))
+    assert (work / "vision_encoder" / "config.json").is_file()  # the ViT stage's output: a rerun resumes after it
     config = json.loads((work / "synth" / "synth_config.json").read_text())
     assert config["object_radius"] == [0.15, 0.2] and config["num_clips_per_split"] == {"train": 6, "test": 2}
     updates = json.loads((work / "run" / "adapter_updates.json").read_text())

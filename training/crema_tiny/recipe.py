@@ -5,8 +5,8 @@
 1. CREMA-Synth (one-object clips, options in the vocabulary's fixed order) is generated into `--work`.
 2. A tiny BLIP-2-shaped backbone + word-level tokenizer is built; its ViT is trained alone as a frame classifier of
    the RGB attributes (colour, shape), then frozen while the rest is pre-trained on per-rendering QA (RGB, flow,
-   depth, normals, thermal); then everything is frozen (LLM included). A tiny AST is trained on its own to count
-   beeps and tell their pitch, then frozen: the audio encoder (the backbone never sees audio).
+   depth, normals, thermal, and the audio track through the audio encoder: a tiny AST trained on its own to count
+   beeps and tell their pitch, then frozen); then everything is frozen (LLM included).
 3. CREMA is built from them with `from_blip2` (video, audio, flow, depth, normal, thermal + self-gated fusion) and
    its adapters are trained with `CremaTrainer` (modality-sequential, adaptive early exit) on cached frozen
    features.
@@ -26,8 +26,6 @@ from .backbone import IMAGE_SIZE
 from .crema_stage import AUDIO_ENCODER_FOLDER
 
 QUESTION_TYPES = ("color", "shape", "motion", "depth", "hot", "orientation", "beeps", "pitch")
-#: The question types of the backbone's QA pre-training: one per visual rendering (audio is left to its adapter).
-BACKBONE_TYPES = QUESTION_TYPES[:6]
 #: RGB, the clip's audio track, the flow derived from the RGB, and the depth / normal / thermal companion renders.
 MODALITIES = ("video", "audio", "flow", "depth", "normal", "thermal")
 TARGET_TYPES = QUESTION_TYPES
@@ -80,32 +78,6 @@ def prepare_data(work: Path, train_clips: int, test_clips: int, seed: int = 0,
     return data
 
 
-def pretrain_backbone(work: Path, data, epochs: int, vision_epochs: int, freeze_vision: bool = True,
-                      image_size: int = IMAGE_SIZE):
-    from .backbone import build_backbone, build_tokenizer, count_parameters
-    from .pretrain import letter_accuracy, pretrain, pretrain_vision_encoder
-
-    folder = work / "backbone"
-    tokenizer = build_tokenizer()
-    if (folder / "config.json").exists():
-        return folder, tokenizer
-    blip2 = build_backbone(tokenizer, image_size=image_size)
-    print(f"backbone: {count_parameters(blip2):,} parameters", flush=True)
-    log = lambda line: print(line, flush=True)  # noqa: E731
-    clips, rows = data["train"][0], rows_of(data, "train", BACKBONE_TYPES)
-    if vision_epochs:
-        pretrain_vision_encoder(blip2, clips, [r for r in rows if r["question_type"] in VISION_TYPES],
-                                epochs=vision_epochs, log=log)
-    # a ViT without its own stage is left trainable: frozen at random initialisation it would see nothing
-    pretrain(blip2, tokenizer, clips, rows, epochs=epochs, freeze_vision=freeze_vision and vision_epochs > 0, log=log)
-    test_clips, test_rows = data["test"][0], rows_of(data, "test", BACKBONE_TYPES)
-    print("backbone held-out accuracy per rendering:", json.dumps(letter_accuracy(blip2, tokenizer, test_clips, test_rows)),
-          flush=True)
-    blip2.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder, tokenizer
-
-
 def pretrain_audio(work: Path, data, epochs: int, tracks: int) -> Path:
     """Trains the audio encoder alone on the train clips' tracks plus `tracks` rendered ones; returns its folder."""
     from .audio_encoder import clip_tracks, pretrain_audio_encoder, rendered_tracks
@@ -126,6 +98,42 @@ def pretrain_audio(work: Path, data, epochs: int, tracks: int) -> Path:
     print("audio encoder held-out accuracy:", json.dumps(accuracy), flush=True)
     encoder.save_pretrained(folder)
     return folder
+
+
+def pretrain_backbone(work: Path, data, epochs: int, vision_epochs: int, audio_encoder_folder: Path,
+                      freeze_vision: bool = True, image_size: int = IMAGE_SIZE):
+    """The ViT stage (kept in `work/vision_encoder`, so that a rerun resumes after it), then QA pre-training of
+    the rest on every rendering, the audio track read through the frozen audio encoder."""
+    from transformers import AutoModel, Blip2VisionModel
+
+    from .backbone import build_backbone, build_tokenizer, count_parameters
+    from .pretrain import letter_accuracy, pretrain, pretrain_vision_encoder
+
+    folder = work / "backbone"
+    tokenizer = build_tokenizer()
+    if (folder / "config.json").exists():
+        return folder, tokenizer
+    blip2 = build_backbone(tokenizer, image_size=image_size)
+    print(f"backbone: {count_parameters(blip2):,} parameters", flush=True)
+    log = lambda line: print(line, flush=True)  # noqa: E731
+    clips, rows = data["train"][0], rows_of(data, "train")
+    vision_folder = work / "vision_encoder"
+    if vision_epochs and (vision_folder / "config.json").exists():
+        blip2.vision_model.load_state_dict(Blip2VisionModel.from_pretrained(vision_folder).state_dict())
+        print(f"ViT stage loaded from {vision_folder}", flush=True)
+    elif vision_epochs:
+        pretrain_vision_encoder(blip2, clips, [r for r in rows if r["question_type"] in VISION_TYPES],
+                                epochs=vision_epochs, log=log)
+        blip2.vision_model.save_pretrained(vision_folder)
+    audio_encoder = AutoModel.from_pretrained(audio_encoder_folder).eval().requires_grad_(False)
+    # a ViT without its own stage is left trainable: frozen at random initialisation it would see nothing
+    pretrain(blip2, tokenizer, clips, rows, epochs=epochs, freeze_vision=freeze_vision and vision_epochs > 0,
+             audio_encoder=audio_encoder, log=log)
+    accuracy = letter_accuracy(blip2, tokenizer, *data["test"], audio_encoder=audio_encoder)
+    print("backbone held-out accuracy per rendering:", json.dumps(accuracy), flush=True)
+    blip2.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder, tokenizer
 
 
 def rows_of(data, split: str, types=TARGET_TYPES):
@@ -168,10 +176,11 @@ def main(argv=None) -> None:
     data = prepare_data(work, args.train_clips, args.test_clips, object_radius=args.object_radius,
                         image_size=args.image_size)
     print(f"data ready ({time.time() - start:.0f} s)", flush=True)
-    backbone, tokenizer = pretrain_backbone(work, data, args.pretrain_epochs, args.vision_epochs, args.freeze_vision,
-                                            args.image_size)
-    pretrain_audio(work, data, args.audio_epochs, args.audio_tracks)
-    print(f"backbone and audio encoder ready ({time.time() - start:.0f} s)", flush=True)
+    audio_encoder = pretrain_audio(work, data, args.audio_epochs, args.audio_tracks)
+    print(f"audio encoder ready ({time.time() - start:.0f} s)", flush=True)
+    backbone, tokenizer = pretrain_backbone(work, data, args.pretrain_epochs, args.vision_epochs, audio_encoder,
+                                            args.freeze_vision, args.image_size)
+    print(f"backbone ready ({time.time() - start:.0f} s)", flush=True)
 
     from crema_processing import CremaProcessor
 
