@@ -49,13 +49,18 @@ def clip_features(model, clips, modalities, batch_size: int = 64):
 
 
 def training_dataset(rows, features, modalities):
-    from datasets import Dataset
+    """The rows with their clips' cached features, as fixed-shape float32 arrays: formatted as torch tensors in one
+    piece (as nested lists, tensorising them element by element took 40 % of a training step)."""
+    from datasets import Array3D, Dataset, Features, Sequence, Value
 
     data = {"input_ids": [r["input_ids"] for r in rows], "labels": [r["labels"] for r in rows],
             "question_type": [r["question_type"] for r in rows]}
+    types = {"input_ids": Sequence(Value("int64")), "labels": Sequence(Value("int64")),
+             "question_type": Value("string")}
     for m in modalities:
         data[f"{m}_features"] = np.stack([features[r["clip_id"]][m].numpy() for r in rows])
-    return Dataset.from_dict(data).with_format("torch")
+        types[f"{m}_features"] = Array3D(shape=data[f"{m}_features"].shape[1:], dtype="float32")
+    return Dataset.from_dict(data, features=Features(types)).with_format("torch")
 
 
 def adapter_update_counter():
