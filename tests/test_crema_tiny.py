@@ -261,6 +261,25 @@ def test_qa_pretraining_reads_audio_through_the_frozen_audio_encoder():
     assert letter_accuracy(blip2, tokenizer, clips, rows, audio_encoder=encoder)["pitch"] == 1.0
 
 
+def test_training_dataset_holds_each_rows_clip_features_as_tensors():
+    """The CREMA stage's dataset: each row's prompt and target, and its clip's cached features as float32 tensors
+    (fixed-shape arrays, so that a batch is formatted in one piece), in the rows' order."""
+    from crema_training.crema_tiny.crema_stage import training_dataset
+
+    generator = torch.Generator().manual_seed(0)
+    features = {c: {"video": torch.randn(4, 5, 8, generator=generator), "flow": torch.randn(4, 5, 8, generator=generator)}
+                for c in ("a", "b")}
+    rows = [{"clip_id": c, "input_ids": [3, 4, 1], "labels": [5, k, 1], "question_type": "color"}
+            for k, c in enumerate("bab")]
+    dataset = training_dataset(rows, features, ["video", "flow"])
+    batch = dataset[[0, 1, 2]]
+    for m in ("video", "flow"):
+        assert batch[f"{m}_features"].dtype == torch.float32
+        assert torch.equal(batch[f"{m}_features"], torch.stack([features[r["clip_id"]][m] for r in rows]))
+    assert batch["labels"].tolist() == [r["labels"] for r in rows]
+    assert dataset.features["video_features"].shape == (4, 5, 8)
+
+
 def test_the_recipe_runs_end_to_end_at_toy_size(tmp_path):
     """Every stage of the recipe, wired as the command runs it (6 clips, one or two epochs each): CREMA-Synth with the given
     object size, frames at the given size, the ViT stage, QA pre-training on the frozen ViT, CREMA training with early
