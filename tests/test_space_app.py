@@ -168,7 +168,7 @@ def test_an_allow_list_limits_the_models(space_app, tiny_dir, tmp_path, monkeypa
     monkeypatch.setenv("CREMA_SPACE_MODELS", "crema-hf/crema-tiny")
     with pytest.raises(gr.Error, match="only serves"):
         space_app.switch_model(str(other))
-    shipped = ["video", "flow", "depth", "normal", "thermal"]
+    shipped = ["video", "audio", "flow", "depth", "normal", "thermal"]
     assert space_app.modality_choices(space_app.default_model()) == shipped
     monkeypatch.delenv("CREMA_SPACE_MODELS")
     assert space_app.modality_choices(str(other)) == shipped

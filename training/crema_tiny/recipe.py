@@ -39,7 +39,7 @@ VISION_EPOCHS = 80
 #: The question types of the first stage that trains the ViT alone as a frame classifier (`--vision-epochs`).
 VISION_TYPES = ("color", "shape")
 #: Epochs of the audio encoder's own training, and the extra rendered tracks it needs besides the clips' (held out:
-#: 100 % on beep counts and pitch from epoch 12 on).
+#: 100 % on beep counts and pitch from epoch 14 on).
 AUDIO_EPOCHS = 30
 AUDIO_TRACKS = 3000
 
