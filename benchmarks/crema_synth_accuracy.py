@@ -4,10 +4,11 @@ clips), printed as a markdown table. Reuses the recipe's work folder (data + fro
     python -m crema_training.crema_tiny.recipe --work crema-tiny-work        # once
     python benchmarks/crema_synth_accuracy.py --work crema-tiny-work --variants shipped,video,concat,joint,no_exit
 
-Variants: `shipped` (the committed modeling_crema/pretrained/crema-tiny: V,F,D,N,H + fusion, sequential, early
+Variants: `shipped` (the committed modeling_crema/pretrained/crema-tiny: V,A,F,D,N,H + fusion, sequential, early
 exit), `shipped_video_only` (the same model answering with its video adapter only: the others give zeros to the
 fusion), `shipped_without_<m>` (the same model with modality m left out), `video` (a CREMA trained with the video
-adapter only), `concat` (every modality, no fusion), `joint` (fusion, joint updates), `no_exit` (fusion,
+adapter only), `video_audio` (a CREMA trained with the video and audio adapters and their fusion), `concat`
+(every modality, no fusion), `joint` (fusion, joint updates), `no_exit` (fusion,
 sequential, early exit off), `concat_no_exit` (concat with early exit off: compares the two fusions without the
 exits' effect), `sequential` (fusion, sequential, early exit: the recipe's CREMA stage again, e.g. with another
 `--early-exit-tau` / `--early-exit-start-epoch`). Every trained variant uses the recipe's settings and seed;
@@ -42,7 +43,9 @@ def visual_token_count(model, features, rows, modalities=None) -> int:
 
 
 #: The variants trained here (the `shipped*` ones read the committed model).
-TRAINED_VARIANTS = ("video", "concat", "joint", "no_exit", "concat_no_exit", "sequential")
+TRAINED_VARIANTS = ("video", "video_audio", "concat", "joint", "no_exit", "concat_no_exit", "sequential")
+#: The modalities of the variants trained with fewer than all of the recipe's.
+VARIANT_MODALITIES = {"video": ["video"], "video_audio": ["video", "audio"]}
 
 
 def check_variant(variant: str, modalities) -> None:
@@ -103,7 +106,7 @@ def main() -> None:
                     early_exit = exit_summary(json.loads((run / "early_exit.json").read_text()))
             tokens = visual_token_count(model, features, test_rows, used)
         else:
-            modalities = ["video"] if variant == "video" else list(MODALITIES)
+            modalities = VARIANT_MODALITIES.get(variant, list(MODALITIES))
             model = build_crema(work / "backbone", tokenizer, modalities, fusion=not variant.startswith("concat"))
             processor = CremaProcessor.from_model_config(model.config, tokenizer)
             train_features = clip_features(model, data["train"][0], modalities)

@@ -34,9 +34,9 @@ logger = logging.getLogger("crema_space")
 DEFAULT_HUB_MODEL = "crema-hf/crema-tiny"
 APP_DIR = Path(__file__).resolve().parent
 EXAMPLES_DIR = APP_DIR / "examples"
-EXAMPLE_VIDEO = EXAMPLES_DIR / "test-000003.mp4"
+EXAMPLE_VIDEO = EXAMPLES_DIR / "test-000001.mp4"
 #: The example's companion renders (the example needs thermal; depth and normal are there for their adapters).
-EXAMPLE_COMPANIONS = {name: EXAMPLES_DIR / f"test-000003-{name}.mp4" for name in ("thermal", "depth", "normal")}
+EXAMPLE_COMPANIONS = {name: EXAMPLES_DIR / f"test-000001-{name}.mp4" for name in ("thermal", "depth", "normal")}
 EXAMPLE_THERMAL = EXAMPLE_COMPANIONS["thermal"]
 EXAMPLE_QUESTION = "Is the object hot?"
 EXAMPLE_OPTIONS = "yes, no"

@@ -83,7 +83,8 @@ def test_answers_the_example_question(capsys, named):
     assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].removeprefix("answer: ") == EXAMPLE["answer"]
-    assert lines[1] == "modalities used: video, flow, thermal"  # no depth / normal render given: left out, and said
+    # audio from the clip's own track; no depth / normal render given: left out, and said
+    assert lines[1] == "modalities used: video, audio, flow, thermal"
     notes = [line for line in lines if line.startswith("note: ")]
     assert any(note.startswith("note: answered without 'depth'") and "--depth FILE" in note for note in notes)
     assert any(note.startswith("note: answered without 'normal'") and "--normal FILE" in note for note in notes)
@@ -99,7 +100,7 @@ def test_answers_the_example_with_every_companion(capsys):
     assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].removeprefix("answer: ") == EXAMPLE["answer"]
-    assert lines[1] == "modalities used: video, flow, depth, normal, thermal"
+    assert lines[1] == "modalities used: video, audio, flow, depth, normal, thermal"
     assert not any(line.startswith("note: ") for line in lines)
 
 
@@ -223,6 +224,43 @@ def test_qa_pretraining_with_a_frozen_vit_trains_everything_else():
     assert not any(p.requires_grad for p in blip2.parameters())
 
 
+def test_qa_pretraining_reads_audio_through_the_frozen_audio_encoder():
+    """Audio rows join the QA pre-training through the audio encoder (trained on its own first, as in the recipe),
+    which stays as its own stage left it; the LLM learns the audio answer (here: a loud band high or low in the
+    fbank)."""
+    from crema_training.crema_tiny.audio_encoder import pretrain_audio_encoder
+    from crema_training.crema_tiny.backbone import (AUDIO_FRAMES, AUDIO_MEL_BINS, build_audio_encoder, build_backbone,
+                                                    build_tokenizer)
+    from crema_training.crema_tiny.pretrain import letter_accuracy, pretrain
+
+    tokenizer = build_tokenizer()
+    blip2 = build_backbone(tokenizer, image_size=32)
+    clips, rows = _bar_clips(8, lambda i: i % 2)
+    for clip in clips.values():  # every clip has every rendering, as CREMA-Synth's do
+        clip["audio"] = torch.zeros(1, AUDIO_FRAMES, AUDIO_MEL_BINS)
+    generator = torch.Generator().manual_seed(0)
+    for i in range(16):
+        fbank = torch.randn(1, AUDIO_FRAMES, AUDIO_MEL_BINS, generator=generator) * 0.1
+        fbank[0, 40:80, slice(20, 28) if i % 2 == 0 else slice(2, 10)] += 3.0
+        clips[f"a{i}"] = {"video": torch.zeros(2, 3, 32, 32), "audio": fbank}
+        rows.append({"clip_id": f"a{i}", "question_type": "pitch", "needed_modalities": ["audio"],
+                     "options": ["high", "low"], "answer_index": i % 2})
+    encoder = build_audio_encoder()
+    tracks = torch.stack([clips[f"a{i}"]["audio"] for i in range(16)])
+    pretrain_audio_encoder(encoder, (tracks, torch.tensor([[0, i % 2] for i in range(16)])), epochs=15, batch_size=8,
+                           log=lambda _: None)
+    for row in rows:
+        question = "Is the beep high or low pitched?" if row["question_type"] == "pitch" else "What shape is the object?"
+        row["input_ids"] = tokenizer(f"Question: {question}").input_ids
+        row["labels"] = tokenizer("Option A" if row["answer_index"] == 0 else "Option B").input_ids
+    before = {name: p.clone() for name, p in encoder.named_parameters()}
+    assert "pitch" not in letter_accuracy(blip2, tokenizer, clips, rows)  # without the encoder, audio rows are left out
+    pretrain(blip2, tokenizer, clips, rows, epochs=10, batch_size=8, lr=3e-3, audio_encoder=encoder,
+             log=lambda _: None)
+    assert all(torch.equal(p, before[name]) for name, p in encoder.named_parameters())
+    assert letter_accuracy(blip2, tokenizer, clips, rows, audio_encoder=encoder)["pitch"] == 1.0
+
+
 def test_training_dataset_holds_each_rows_clip_features_as_tensors():
     """The CREMA stage's dataset: each row's prompt and target, and its clip's cached features as float32 tensors
     (fixed-shape arrays, so that a batch is formatted in one piece), in the rows' order."""
@@ -255,23 +293,73 @@ def test_the_recipe_runs_end_to_end_at_toy_size(tmp_path):
     command = [sys.executable, "-m", "crema_training.crema_tiny.recipe", "--work", str(work), "--out", str(out),
                "--train-clips", "6", "--test-clips", "2", "--vision-epochs", "1", "--pretrain-epochs", "1",
                "--epochs", "2", "--early-exit-start-epoch", "1", "--early-exit-tau", "1.25",
-               "--object-radius", "0.15", "0.2", "--image-size", "40",
+               "--object-radius", "0.15", "0.2", "--image-size", "40", "--audio-epochs", "1", "--audio-tracks", "8",
                "--freeze-vision"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "vision pre-training epoch 1/1" in result.stdout and "pre-training epoch 1/1" in result.stdout
+    assert "audio encoder epoch 1/1" in result.stdout
+    # the backbone's QA pre-training reads every rendering, the audio track through the frozen audio encoder
+    line = next(x for x in result.stdout.splitlines() if x.startswith("backbone held-out accuracy per rendering:"))
+    assert {"color", "beeps", "pitch"} <= set(json.loads(line.split(":", 1)[1]))
+    assert (work / "vision_encoder" / "config.json").is_file()  # the ViT stage's output: a rerun resumes after it
     config = json.loads((work / "synth" / "synth_config.json").read_text())
     assert config["object_radius"] == [0.15, 0.2] and config["num_clips_per_split"] == {"train": 6, "test": 2}
     updates = json.loads((work / "run" / "adapter_updates.json").read_text())
-    assert set(updates) == {"video", "flow", "depth", "normal", "thermal"} and all(updates.values())
+    assert set(updates) == {"video", "audio", "flow", "depth", "normal", "thermal"} and all(updates.values())
     early_exit = json.loads((work / "run" / "early_exit.json").read_text())
     assert (early_exit["tau"], early_exit["start_epoch"]) == (1.25, 1)
     assert all(len(early_exit["indicators"][m]) == 2 for m in updates)
     model = AutoModel.from_pretrained(out / "crema-tiny", trust_remote_code=True)
     assert model.config.vision_config.image_size == 40
+    encoder = AutoModel.from_pretrained(work / "backbone" / "audio_encoder")  # saved inside the model too
+    assert all(torch.equal(p, q) for p, q in zip(model.audio_model.parameters(), encoder.parameters()))
     processor_config = json.loads((out / "crema-tiny" / "processor_config.json").read_text())
     assert processor_config["image_processor"]["size"] == {"height": 40, "width": 40}
+    assert processor_config["feature_extractor"]["num_mel_bins"] == 32  # the AST's fbank
     assert [t["question"] for t in model.config.question_templates][:2] == [
         "What colour is the object?", "What shape is the object?"]
     for m in updates:
         assert (out / f"crema-tiny-{m}" / "adapter_config.json").is_file()
+
+
+def test_audio_pretraining_tracks_are_labelled_by_what_they_sound_like():
+    """The audio encoder's extra tracks: the AST's input shape, and each beeps / pitch label agrees with the bursts
+    counted in its fbank and with the mel band they sit in."""
+    from crema_training.crema_tiny.audio_encoder import rendered_tracks
+    from crema_training.crema_tiny.backbone import AUDIO_FRAMES, AUDIO_MEL_BINS, build_tokenizer
+    from crema_training.crema_tiny.data import make_processor
+
+    inputs, labels = rendered_tracks(make_processor(build_tokenizer()), 12, progress=False)
+    assert inputs.shape == (12, 1, AUDIO_FRAMES, AUDIO_MEL_BINS) and torch.isfinite(inputs).all()
+    peak_bands = {0: [], 1: []}  # high, low
+    for fbank, (beeps, pitch) in zip(inputs, labels.tolist()):
+        energy = fbank[0].max(dim=1).values
+        loud = energy > (energy.min() + energy.max()) / 2
+        bursts = int(loud[0]) + int((loud[1:] & ~loud[:-1]).sum())
+        assert bursts == beeps + 1
+        peak_bands[pitch].append(int(fbank[0][loud].mean(dim=0).argmax()))
+    assert peak_bands[0] and peak_bands[1] and min(peak_bands[0]) > max(peak_bands[1])
+
+
+def test_audio_encoder_stage_trains_the_encoder_alone_then_freezes_it():
+    """The audio encoder learns a toy pitch (a loud band low or high in the fbank) and ends frozen; its labels come
+    from the clip's scene."""
+    from crema_training.crema_tiny.audio_encoder import audio_labels, pretrain_audio_encoder
+    from crema_training.crema_tiny.backbone import AUDIO_FRAMES, AUDIO_MEL_BINS, build_audio_encoder
+
+    assert audio_labels({"beeps": [[0.2, 0.1], [0.6, 0.1]], "pitch": "low"}) == (1, 1)
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(48, 1, AUDIO_FRAMES, AUDIO_MEL_BINS, generator=generator) * 0.1
+    labels = torch.zeros(48, 2, dtype=torch.long)
+    labels[:, 1] = torch.arange(48) % 2
+    for i in range(48):
+        band = slice(20, 28) if labels[i, 1] == 0 else slice(2, 10)
+        inputs[i, 0, 40:80, band] += 3.0
+    encoder = build_audio_encoder()
+    before = [p.clone() for p in encoder.parameters()]
+    accuracy = pretrain_audio_encoder(encoder, (inputs[:32], labels[:32]), (inputs[32:], labels[32:]), epochs=15,
+                                      batch_size=8, log=lambda _: None)
+    assert accuracy["pitch"] == 1.0 and accuracy["beeps"] == 1.0  # every toy track has one beep
+    assert any(not torch.equal(p, q) for p, q in zip(encoder.parameters(), before))
+    assert not any(p.requires_grad for p in encoder.parameters()) and not encoder.training

@@ -104,7 +104,8 @@ def test_clean_interpreter_builds_the_pipeline_from_saved_folders(tmp_path):
     expected = pipeline(model=str(CREMA_TINY), trust_remote_code=True)(_example_input())
     for _, _, text in lines:
         out = json.loads(text)
-        assert out["answer"] == EXAMPLE["answer"] == "yes" and out["modalities"] == MODALITIES
+        # crema-tiny reads audio from the clip's own track too
+        assert out["answer"] == EXAMPLE["answer"] == "yes" and out["modalities"] == ["video", "audio", "flow", "thermal"]
         assert out["option_scores"] == pytest.approx(expected["option_scores"], abs=1e-5)
 
 
@@ -114,7 +115,7 @@ def test_named_task_and_answer_question_agree_on_crema_tiny():
     named = pipeline(TASK, model=str(CREMA_TINY), trust_remote_code=True)
     out = named(_example_input(), contributions=True)
     assert (out["answer"], out["option_index"], out["scoring"]) == ("yes", 0, "likelihood")
-    assert set(out["contributions"]) == {"flow", "thermal"} and out["contributions"]["thermal"] > 0
+    assert set(out["contributions"]) == {"audio", "flow", "thermal"} and out["contributions"]["thermal"] > 0
     model, processor = load_model_and_processor(CREMA_TINY)
     answer = answer_question(model, processor, _example_input()["video"], EXAMPLE["question"], EXAMPLE["options"],
                              {"thermal": _example_input()["thermal"]}, contributions=True)
@@ -354,9 +355,11 @@ def test_cli_prints_contributions(capsys):
             "--option", "yes", "--option", "no", "--thermal", _example_input()["thermal"], "--device", "cpu"]
     assert main([*argv, "--contributions"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[:2] == ["answer: yes", "modalities used: video, flow, thermal"]  # no depth / normal render given
+    # audio from the clip's track; no depth / normal render given
+    assert lines[:2] == ["answer: yes", "modalities used: video, audio, flow, thermal"]
     assert lines[4].startswith("contributions (rise in the answer's negative log-likelihood")
-    assert [line.split()[-1] for line in lines[5:7]] == ["flow", "thermal"] and float(lines[6].split()[0]) > 0
+    contributions = {line.split()[-1]: float(line.split()[0]) for line in lines[5:8]}
+    assert list(contributions) == ["audio", "flow", "thermal"] and contributions["thermal"] > 0
 
 
 def test_cli_precomputed_depth_render_replaces_the_depth_model(tokenizer, clips, tmp_path, capsys):

@@ -66,10 +66,10 @@ def test_the_example_is_answered_by_crema_tiny(space_app):
         normal=example_path(EXAMPLE["normal"]),
     )
     assert answer == EXAMPLE["answer"]
-    assert "video, flow, depth, normal, thermal" in details  # the modalities used
+    assert "video, audio, flow, depth, normal, thermal" in details  # the modalities used
     assert "likelihood" in details  # each option's score is shown
     # one bar per supportive modality (the major modality, video, is what the others are left out against)
-    assert sorted(chart["modality"]) == ["depth", "flow", "normal", "thermal"]
+    assert sorted(chart["modality"]) == ["audio", "depth", "flow", "normal", "thermal"]
     assert all(math.isfinite(value) for value in chart["contribution"])
     captions = [caption for _, caption in frames]
     for name in ("video", "flow", "depth", "normal", "thermal"):
@@ -168,7 +168,7 @@ def test_an_allow_list_limits_the_models(space_app, tiny_dir, tmp_path, monkeypa
     monkeypatch.setenv("CREMA_SPACE_MODELS", "crema-hf/crema-tiny")
     with pytest.raises(gr.Error, match="only serves"):
         space_app.switch_model(str(other))
-    shipped = ["video", "flow", "depth", "normal", "thermal"]
+    shipped = ["video", "audio", "flow", "depth", "normal", "thermal"]
     assert space_app.modality_choices(space_app.default_model()) == shipped
     monkeypatch.delenv("CREMA_SPACE_MODELS")
     assert space_app.modality_choices(str(other)) == shipped

@@ -1,12 +1,14 @@
 """Clips of CREMA-Synth's kind of scene that CREMA-Synth did not make: drawn here with numpy and written with PyAV
 directly, at other sizes, frame rates, codecs, containers and backgrounds, with one object moving steadily (no cuts)
 and the thermal, depth and normal companions rendered with their documented encodings (inferno heat map, near =
-bright grey, RGB = (n + 1) / 2 * 255). Nothing here imports the CREMA-Synth generator."""
+bright grey, RGB = (n + 1) / 2 * 255), and for some an audio track of beeps in another codec, sampling rate or
+channel layout. Nothing here imports the CREMA-Synth generator."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -38,6 +40,16 @@ class UnseenClip:
     hot: bool
     near: bool
     facing: str
+    beeps: int = 0  # 0: the clip has no audio track
+    pitch: str = "high"  # "high" (1.6 kHz) or "low" (380 Hz)
+    audio_codec: str = "aac"
+    sampling_rate: int = 44100
+    channels: int = 1
+
+
+#: Beeps of 0.12 s every 0.45 s from 0.2 s: inside the first 2 seconds, which crema-tiny's audio encoder hears.
+BEEP_SECONDS, BEEP_PERIOD, FIRST_BEEP = 0.12, 0.45, 0.2
+PITCH_HZ = {"high": 1600.0, "low": 380.0}
 
 
 def _background(clip: UnseenClip, rng: np.random.Generator) -> np.ndarray:
@@ -96,24 +108,66 @@ def render(clip: UnseenClip, seed: int = 0) -> dict[str, np.ndarray]:
     return out
 
 
-def write_video(path: Path, frames: np.ndarray, fps: int, codec: str) -> None:
-    """Encodes RGB frames with PyAV (yuv420p; the frame size must be even)."""
+def render_audio(clip: UnseenClip, seed: int = 0) -> np.ndarray:
+    """(channels, samples) float32: a faint noise floor and `clip.beeps` sine beeps with 10 ms ramps."""
+    rng = np.random.default_rng(seed)
+    rate = clip.sampling_rate
+    wave = 0.003 * rng.standard_normal(int(clip.seconds * rate))
+    length = int(BEEP_SECONDS * rate)
+    ramp = np.minimum(1.0, np.minimum(np.arange(length), np.arange(length)[::-1]) / (0.01 * rate))
+    tone = 0.4 * ramp * np.sin(2 * np.pi * PITCH_HZ[clip.pitch] * np.arange(length) / rate)
+    for k in range(clip.beeps):
+        start = int((FIRST_BEEP + k * BEEP_PERIOD) * rate)
+        wave[start:start + length] += tone
+    return np.repeat(wave[None].astype(np.float32), clip.channels, axis=0)
+
+
+def _encode_audio(container, stream, audio: np.ndarray, rate: int) -> None:
+    """Encodes (channels, samples) float audio in whatever sample format and frame size the codec takes."""
+    layout = "mono" if audio.shape[0] == 1 else "stereo"
+    resampler = av.AudioResampler(format=stream.codec_context.format.name, layout=layout, rate=rate)
+    chunk = stream.codec_context.frame_size or 1024
+    padded = np.zeros((audio.shape[0], -(-audio.shape[1] // chunk) * chunk), np.float32)
+    padded[:, :audio.shape[1]] = audio
+    for start in range(0, padded.shape[1], chunk):
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(padded[:, start:start + chunk]), format="fltp",
+                                           layout=layout)
+        frame.sample_rate, frame.pts, frame.time_base = rate, start, Fraction(1, rate)
+        for converted in resampler.resample(frame):
+            for packet in stream.encode(converted):
+                container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+
+
+def write_video(path: Path, frames: np.ndarray, fps: int, codec: str, audio: np.ndarray | None = None,
+                audio_codec: str = "aac", sampling_rate: int = 44100) -> None:
+    """Encodes RGB frames with PyAV (yuv420p; the frame size must be even), with `audio` ((channels, samples)
+    float32) as a track in `audio_codec` at `sampling_rate`."""
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
+        audio_stream = None
+        if audio is not None:
+            audio_stream = container.add_stream(audio_codec, rate=sampling_rate)
+            audio_stream.layout = "mono" if audio.shape[0] == 1 else "stereo"
         for image in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+        if audio_stream is not None:
+            _encode_audio(container, audio_stream, audio, sampling_rate)
 
 
 def write_clip(folder: Path, clip: UnseenClip, seed: int = 0) -> dict[str, Path]:
-    """Writes the clip and its companions; returns {"video": path, "thermal": path, "depth": ..., "normal": ...}."""
+    """Writes the clip (with its audio track when it has beeps) and its companions; returns {"video": path,
+    "thermal": path, "depth": ..., "normal": ...}."""
     paths = {}
     for key, frames in render(clip, seed).items():
         path = folder / f"{clip.name}-{key}{clip.suffix}"
-        write_video(path, frames, clip.fps, clip.codec)
+        audio = render_audio(clip, seed) if key == "video" and clip.beeps else None
+        write_video(path, frames, clip.fps, clip.codec, audio, clip.audio_codec, clip.sampling_rate)
         paths[key] = path
     return paths

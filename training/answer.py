@@ -257,7 +257,8 @@ def _audio_feature_extractor(source: str, is_local: bool):
 
 # ---------------------------------------------------------------------------------------------- crema answer
 def default_model_path() -> str:
-    """crema-tiny, the small CREMA (video, flow, depth, normal, thermal) trained on CREMA-Synth and shipped with the package."""
+    """crema-tiny, the small CREMA (video, audio, flow, depth, normal, thermal) trained on CREMA-Synth and shipped
+    with the package."""
     from importlib.resources import files
 
     return str(files("modeling_crema") / "pretrained" / "crema-tiny")

@@ -1,6 +1,6 @@
 """The crema-tiny backbone: a `Blip2ForConditionalGeneration` (ViT, Q-Former, T5) sized to learn CREMA-Synth on a
-CPU, and a word-level T5-style tokenizer over every word CREMA-Synth prompts, frame/modality prefixes and targets
-use."""
+CPU, its audio encoder (a tiny Audio Spectrogram Transformer, `ASTModel`), and a word-level T5-style tokenizer over
+every word CREMA-Synth prompts, frame/modality prefixes and targets use."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import math
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import (
+    ASTConfig,
+    ASTModel,
     Blip2Config,
     Blip2ForConditionalGeneration,
     Blip2QFormerConfig,
@@ -21,6 +23,10 @@ from transformers import (
 IMAGE_SIZE = 64
 NUM_FRAMES = 4
 NUM_QUERY_TOKENS = 8
+#: The whole clip's audio is one segment: 200 fbank frames (10 ms hop) cover CREMA-Synth's 2 s clips.
+NUM_AUDIO_SEGMENTS = 1
+AUDIO_FRAMES = 200
+AUDIO_MEL_BINS = 32
 
 
 def _corpus() -> list[str]:
@@ -91,6 +97,23 @@ def build_backbone(tokenizer: PreTrainedTokenizerFast, seed: int = 0,
         head = model.language_model.lm_head
         head.weight.normal_(std=1.0 / math.sqrt(head.in_features))
     return model
+
+
+def audio_encoder_config() -> ASTConfig:
+    """A 2-layer AST over 32 mel bins x 200 frames, as wide as the ViT (its states enter the Q-Former without an
+    input projection). 8 x 8 patches every 4 frames (40 ms) keep each beep (at least 80 ms, gaps of at least
+    120 ms) in patches of its own, so that beeps can be counted."""
+    return ASTConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, patch_size=8,
+        frequency_stride=8, time_stride=4, num_mel_bins=AUDIO_MEL_BINS, max_length=AUDIO_FRAMES,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )
+
+
+def build_audio_encoder(seed: int = 0) -> ASTModel:
+    """A randomly initialised tiny AST, to be trained on its own (`audio_encoder.pretrain_audio_encoder`)."""
+    torch.manual_seed(seed)
+    return ASTModel(audio_encoder_config())
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -7,17 +7,26 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .backbone import NUM_FRAMES
+from .backbone import NUM_AUDIO_SEGMENTS, NUM_FRAMES
+from .data import input_key
+
+#: Where the recipe saves the audio encoder, inside the backbone folder.
+AUDIO_ENCODER_FOLDER = "audio_encoder"
 
 
 def build_crema(backbone_folder, tokenizer, modalities, fusion: bool = True, seed: int = 0):
-    """CREMA on the frozen backbone; the new adapters' random parts (LoRA A, the fusion) are drawn from `seed`, so a
-    variant starts from the same adapters whatever ran before it in the process."""
+    """CREMA on the frozen backbone (and its audio encoder when "audio" is a modality); the new adapters' random
+    parts (LoRA A, the fusion) are drawn from `seed`, so a variant starts from the same adapters whatever ran before
+    it in the process."""
+    from pathlib import Path
+
     from modeling_crema import CremaForConditionalGeneration
 
+    audio_encoder = str(Path(backbone_folder) / AUDIO_ENCODER_FOLDER) if "audio" in modalities else None
     torch.manual_seed(seed)
     return CremaForConditionalGeneration.from_blip2(
         str(backbone_folder), modalities=list(modalities), tokenizer=tokenizer, num_frames=NUM_FRAMES,
+        audio_encoder=audio_encoder, num_audio_segments=NUM_AUDIO_SEGMENTS,
         fusion_modalities=list(modalities) if fusion and len(modalities) > 1 else None,
         use_fusion=bool(fusion and len(modalities) > 1), lora_rank=8, lora_dropout=0.0,
     )
@@ -25,14 +34,15 @@ def build_crema(backbone_folder, tokenizer, modalities, fusion: bool = True, see
 
 @torch.no_grad()
 def clip_features(model, clips, modalities, batch_size: int = 64):
-    """clip_id -> {m: (T, N, D) frozen pre-LayerNorm ViT states}."""
+    """clip_id -> {m: (G, N, D) frozen encoder states: pre-LayerNorm ViT states of T frames, or AST states of S
+    audio segments}."""
     ids = list(clips)
     out = {cid: {} for cid in ids}
     for m in modalities:
         for i in range(0, len(ids), batch_size):
             chunk = ids[i:i + batch_size]
-            pixels = torch.stack([clips[c][m] for c in chunk])
-            feats = model.encode_frozen_features(m, **{f"{m}_pixel_values": pixels})
+            inputs = torch.stack([clips[c][m] for c in chunk])
+            feats = model.encode_frozen_features(m, **{input_key(m): inputs})
             for c, f in zip(chunk, feats):
                 out[c][m] = f.clone()
     return out

@@ -1,9 +1,10 @@
 """Pre-training of the tiny backbone, the stand-in for BLIP-2's: everything trains on per-rendering QA (`pretrain`),
 optionally after the ViT alone is trained as a per-frame attribute classifier (`pretrain_vision_encoder`), as BLIP-2
 starts from an image encoder trained on its own (EVA-CLIP). Each example is one rendering of a one-object clip (RGB
-frames -> colour / shape, flow -> direction, depth -> near / far, thermal -> hot, normals -> facing) with its
-CREMA-Synth question; the LLM reads `Frame t: <visual tokens of frame t>` for every frame, then the prompt, as
-CREMA's video path lays them out. Afterwards the whole backbone is frozen."""
+frames -> colour / shape, flow -> direction, depth -> near / far, thermal -> hot, normals -> facing, the audio
+track through the frozen audio encoder -> beeps / pitch) with its CREMA-Synth question; the LLM reads
+`Frame t: <tokens of frame t>` for every frame (or audio segment), then the prompt, as CREMA's video path lays them
+out. Afterwards the whole backbone is frozen."""
 
 from __future__ import annotations
 
@@ -15,8 +16,21 @@ import torch
 
 def visual_embeds(blip2, tokenizer, pixel_values: torch.Tensor) -> torch.Tensor:
     """(B, T, 3, H, W) -> LLM input embeddings `Frame 1: q(1) ... Frame T: q(T)` of shape (B, L, D)."""
-    batch, frames = pixel_values.shape[:2]
     states = blip2.vision_model(pixel_values=pixel_values.flatten(0, 1)).last_hidden_state
+    return _frame_tokens(blip2, tokenizer, states, *pixel_values.shape[:2])
+
+
+def audio_embeds(blip2, audio_encoder, tokenizer, input_values: torch.Tensor) -> torch.Tensor:
+    """(B, S, frames, mel bins) fbank segments -> LLM input embeddings, one `Frame s:` per segment: the audio
+    encoder's states, normalised as the audio MMQA's input LayerNorm starts (no affine), read by the same
+    Q-Former."""
+    states = audio_encoder(input_values=input_values.flatten(0, 1)).last_hidden_state
+    states = torch.nn.functional.layer_norm(states, states.shape[-1:], eps=blip2.config.vision_config.layer_norm_eps)
+    return _frame_tokens(blip2, tokenizer, states, *input_values.shape[:2])
+
+
+def _frame_tokens(blip2, tokenizer, states: torch.Tensor, batch: int, frames: int) -> torch.Tensor:
+    """Encoder states of B x T frames (or segments) -> `Frame 1: q(1) ... Frame T: q(T)` of shape (B, L, D)."""
     queries = blip2.query_tokens.expand(states.shape[0], -1, -1)
     mask = torch.ones(states.shape[:2], dtype=torch.long, device=states.device)
     query_out = blip2.qformer(query_embeds=queries, encoder_hidden_states=states,
@@ -98,9 +112,9 @@ def _pad(sequences: list[list[int]], value: int) -> torch.Tensor:
     return torch.tensor([s + [value] * (width - len(s)) for s in sequences])
 
 
-def qa_loss(blip2, tokenizer, pixel_values, input_ids: list[list[int]], labels: list[list[int]]):
-    visual = visual_embeds(blip2, tokenizer, pixel_values)
-    device = pixel_values.device
+def qa_loss(blip2, tokenizer, visual: torch.Tensor, input_ids: list[list[int]], labels: list[list[int]]):
+    """The LLM's loss on the `visual` input embeddings followed by the prompt."""
+    device = visual.device
     ids = _pad(input_ids, tokenizer.pad_token_id).to(device)
     text = blip2.language_model.get_input_embeddings()(ids)
     embeds = torch.cat([visual, text], dim=1)
@@ -110,12 +124,48 @@ def qa_loss(blip2, tokenizer, pixel_values, input_ids: list[list[int]], labels: 
     return blip2.language_model(inputs_embeds=embeds, attention_mask=mask, labels=target)
 
 
+def _rendering(row: dict) -> str:
+    return row["needed_modalities"][0]
+
+
+def rendering_groups_loss(blip2, tokenizer, clips, batch: list[dict], audio_encoder=None, generator=None):
+    """The mean QA loss of a batch whose rows may need different renderings: the visual ones are encoded together
+    by the ViT, the audio ones by the audio encoder; with `generator`, colour and shape frames are seen under a random
+    flip / quarter turn. Returns (loss, [(rows, logits) per group])."""
+    device = blip2.device
+    visual = [r for r in batch if _rendering(r) != "audio"]
+    audio = [r for r in batch if _rendering(r) == "audio"]
+    loss, groups = 0.0, []
+    for group in (visual, audio):
+        if not group:
+            continue
+        if group is audio:
+            inputs = torch.stack([clips[r["clip_id"]]["audio"] for r in group]).to(device=device, dtype=torch.float32)
+            embeds = audio_embeds(blip2, audio_encoder, tokenizer, inputs)
+        else:
+            pixels = torch.stack([
+                dihedral_augment(clips[r["clip_id"]]["video"], generator)
+                if generator is not None and r["question_type"] in ORIENTATION_FREE_TYPES
+                else clips[r["clip_id"]][_rendering(r)]
+                for r in group
+            ]).to(device=device, dtype=torch.float32)
+            embeds = visual_embeds(blip2, tokenizer, pixels)
+        out = qa_loss(blip2, tokenizer, embeds, [r["input_ids"] for r in group], [r["labels"] for r in group])
+        loss = loss + out.loss * (len(group) / len(batch))
+        groups.append((group, out.logits))
+    return loss, groups
+
+
 def pretrain(blip2, tokenizer, clips, rows, epochs: int = 12, batch_size: int = 32, lr: float = 1e-3,
-             seed: int = 0, augment: bool = True, freeze_vision: bool = False, log=print) -> list[float]:
+             seed: int = 0, augment: bool = True, freeze_vision: bool = False, audio_encoder=None,
+             log=print) -> list[float]:
     """Train the backbone on per-rendering QA (rows whose question needs one rendering); with `augment`, colour and
     shape examples see their frames under a random flip / quarter turn (`dihedral_augment`). `freeze_vision` keeps
-    the ViT as its own stage left it (BLIP-2 trains its Q-Former on a frozen image encoder)."""
+    the ViT as its own stage left it (BLIP-2 trains its Q-Former on a frozen image encoder). With `audio_encoder`
+    (frozen, trained on its own), audio rows are read through it as well."""
     examples = single_rendering_rows(clips, rows)
+    if audio_encoder is None:
+        examples = [r for r in examples if _rendering(r) != "audio"]
     rng = random.Random(seed)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -132,14 +182,8 @@ def pretrain(blip2, tokenizer, clips, rows, epochs: int = 12, batch_size: int = 
         total, count = 0.0, 0
         for i in range(0, len(examples), batch_size):
             batch = examples[i:i + batch_size]
-            pixels = torch.stack([
-                dihedral_augment(clips[r["clip_id"]]["video"], generator)
-                if augment and r["question_type"] in ORIENTATION_FREE_TYPES
-                else clips[r["clip_id"]][r["needed_modalities"][0]]
-                for r in batch
-            ])
-            pixels = pixels.to(device=blip2.device, dtype=torch.float32)
-            loss = qa_loss(blip2, tokenizer, pixels, [r["input_ids"] for r in batch], [r["labels"] for r in batch]).loss
+            loss, _ = rendering_groups_loss(blip2, tokenizer, clips, batch, audio_encoder,
+                                            generator if augment else None)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -155,17 +199,17 @@ def pretrain(blip2, tokenizer, clips, rows, epochs: int = 12, batch_size: int = 
 
 
 @torch.no_grad()
-def letter_accuracy(blip2, tokenizer, clips, rows) -> dict[str, float]:
+def letter_accuracy(blip2, tokenizer, clips, rows, audio_encoder=None) -> dict[str, float]:
     """Per question type: does the backbone put the highest probability on the right option letter?"""
     letters = [tokenizer.convert_tokens_to_ids(c) for c in "ABCDE"]
     hits: dict[str, list[int]] = {}
     examples = [r for r in rows if len(r["needed_modalities"]) == 1]
+    if audio_encoder is None:
+        examples = [r for r in examples if _rendering(r) != "audio"]
     for i in range(0, len(examples), 64):
-        batch = examples[i:i + 64]
-        pixels = torch.stack([clips[r["clip_id"]][r["needed_modalities"][0]] for r in batch])
-        pixels = pixels.to(device=blip2.device, dtype=torch.float32)
-        logits = qa_loss(blip2, tokenizer, pixels, [r["input_ids"] for r in batch], [r["labels"] for r in batch]).logits
-        for row, step in zip(batch, logits[:, 1]):
-            guess = int(step[letters[:len(row["options"])]].argmax())
-            hits.setdefault(row["question_type"], []).append(int(guess == row["answer_index"]))
+        _, groups = rendering_groups_loss(blip2, tokenizer, clips, examples[i:i + 64], audio_encoder)
+        for group, logits in groups:
+            for row, step in zip(group, logits[:, 1]):
+                guess = int(step[letters[:len(row["options"])]].argmax())
+                hits.setdefault(row["question_type"], []).append(int(guess == row["answer_index"]))
     return {k: sum(v) / len(v) for k, v in sorted(hits.items())}

@@ -5,9 +5,11 @@
 1. CREMA-Synth (one-object clips, options in the vocabulary's fixed order) is generated into `--work`.
 2. A tiny BLIP-2-shaped backbone + word-level tokenizer is built; its ViT is trained alone as a frame classifier of
    the RGB attributes (colour, shape), then frozen while the rest is pre-trained on per-rendering QA (RGB, flow,
-   depth, normals, thermal); then everything is frozen (LLM included).
-3. CREMA is built from it with `from_blip2` (video, flow, depth, normal, thermal + self-gated fusion) and its
-   adapters are trained with `CremaTrainer` (modality-sequential, adaptive early exit) on cached frozen features.
+   depth, normals, thermal, and the audio track through the audio encoder: a tiny AST trained on its own to count
+   beeps and tell their pitch, then frozen); then everything is frozen (LLM included).
+3. CREMA is built from them with `from_blip2` (video, audio, flow, depth, normal, thermal + self-gated fusion) and
+   its adapters are trained with `CremaTrainer` (modality-sequential, adaptive early exit) on cached frozen
+   features.
 4. The model is saved with its processor to `--out/crema-tiny`, each adapter to `--out/crema-tiny-<modality>`.
 """
 
@@ -21,10 +23,11 @@ from pathlib import Path
 import torch
 
 from .backbone import IMAGE_SIZE
+from .crema_stage import AUDIO_ENCODER_FOLDER
 
-QUESTION_TYPES = ("color", "shape", "motion", "depth", "hot", "orientation")
-#: RGB, the flow derived from it, and the depth / normal / thermal companion renders.
-MODALITIES = ("video", "flow", "depth", "normal", "thermal")
+QUESTION_TYPES = ("color", "shape", "motion", "depth", "hot", "orientation", "beeps", "pitch")
+#: RGB, the clip's audio track, the flow derived from the RGB, and the depth / normal / thermal companion renders.
+MODALITIES = ("video", "audio", "flow", "depth", "normal", "thermal")
 TARGET_TYPES = QUESTION_TYPES
 #: Adapters may exit after the 4th epoch (0-indexed 3) of 8, at τ 1.4: on the 64 px backbone this saves 10 % of the
 #: adapter updates for 0.3 points (τ 1.2: 30 % for 3.4 points; on the earlier 32 px backbone, τ 1.4: 30 % at no cost).
@@ -35,6 +38,10 @@ EARLY_EXIT_TAU = 1.4
 VISION_EPOCHS = 80
 #: The question types of the first stage that trains the ViT alone as a frame classifier (`--vision-epochs`).
 VISION_TYPES = ("color", "shape")
+#: Epochs of the audio encoder's own training, and the extra rendered tracks it needs besides the clips' (held out:
+#: 100 % on beep counts and pitch from epoch 14 on).
+AUDIO_EPOCHS = 30
+AUDIO_TRACKS = 3000
 
 
 def question_templates(types=QUESTION_TYPES) -> list[dict]:
@@ -64,13 +71,41 @@ def prepare_data(work: Path, train_clips: int, test_clips: int, seed: int = 0,
     processor = make_processor(build_tokenizer(), image_size=image_size)
     train = process_split(dataset["train"], processor)
     test = process_split(dataset["test"], processor)
-    data = {"train": train, "test": test, "synth": str(synth)}
+    # each clip's scene (what it was drawn with): the audio encoder's labels
+    scenes = {split: {row["clip_id"]: json.loads(row["scene"]) for row in dataset[split]} for split in ("train", "test")}
+    data = {"train": train, "test": test, "scenes": scenes, "synth": str(synth)}
     torch.save(data, cache)
     return data
 
 
-def pretrain_backbone(work: Path, data, epochs: int, vision_epochs: int, freeze_vision: bool = True,
-                      image_size: int = IMAGE_SIZE):
+def pretrain_audio(work: Path, data, epochs: int, tracks: int) -> Path:
+    """Trains the audio encoder alone on the train clips' tracks plus `tracks` rendered ones; returns its folder."""
+    from .audio_encoder import clip_tracks, pretrain_audio_encoder, rendered_tracks
+    from .backbone import build_audio_encoder, build_tokenizer, count_parameters
+    from .data import make_processor
+
+    folder = work / "backbone" / AUDIO_ENCODER_FOLDER
+    if (folder / "config.json").exists():
+        return folder
+    scenes = {clip_id: scene for split in ("train", "test") for clip_id, scene in data["scenes"][split].items()}
+    extra = rendered_tracks(make_processor(build_tokenizer()), tracks)
+    own = clip_tracks(data["train"][0], scenes)
+    train = (torch.cat([extra[0], own[0]]), torch.cat([extra[1], own[1]]))
+    encoder = build_audio_encoder()
+    print(f"audio encoder: {count_parameters(encoder):,} parameters", flush=True)
+    accuracy = pretrain_audio_encoder(encoder, train, clip_tracks(data["test"][0], scenes), epochs=epochs,
+                                      log=lambda line: print(line, flush=True))
+    print("audio encoder held-out accuracy:", json.dumps(accuracy), flush=True)
+    encoder.save_pretrained(folder)
+    return folder
+
+
+def pretrain_backbone(work: Path, data, epochs: int, vision_epochs: int, audio_encoder_folder: Path,
+                      freeze_vision: bool = True, image_size: int = IMAGE_SIZE):
+    """The ViT stage (kept in `work/vision_encoder`, so that a rerun resumes after it), then QA pre-training of
+    the rest on every rendering, the audio track read through the frozen audio encoder."""
+    from transformers import AutoModel, Blip2VisionModel
+
     from .backbone import build_backbone, build_tokenizer, count_parameters
     from .pretrain import letter_accuracy, pretrain, pretrain_vision_encoder
 
@@ -81,14 +116,21 @@ def pretrain_backbone(work: Path, data, epochs: int, vision_epochs: int, freeze_
     blip2 = build_backbone(tokenizer, image_size=image_size)
     print(f"backbone: {count_parameters(blip2):,} parameters", flush=True)
     log = lambda line: print(line, flush=True)  # noqa: E731
-    clips, rows = data["train"]
-    if vision_epochs:
+    clips, rows = data["train"][0], rows_of(data, "train")
+    vision_folder = work / "vision_encoder"
+    if vision_epochs and (vision_folder / "config.json").exists():
+        blip2.vision_model.load_state_dict(Blip2VisionModel.from_pretrained(vision_folder).state_dict())
+        print(f"ViT stage loaded from {vision_folder}", flush=True)
+    elif vision_epochs:
         pretrain_vision_encoder(blip2, clips, [r for r in rows if r["question_type"] in VISION_TYPES],
                                 epochs=vision_epochs, log=log)
+        blip2.vision_model.save_pretrained(vision_folder)
+    audio_encoder = AutoModel.from_pretrained(audio_encoder_folder).eval().requires_grad_(False)
     # a ViT without its own stage is left trainable: frozen at random initialisation it would see nothing
-    pretrain(blip2, tokenizer, clips, rows, epochs=epochs, freeze_vision=freeze_vision and vision_epochs > 0, log=log)
-    print("backbone held-out accuracy per rendering:", json.dumps(letter_accuracy(blip2, tokenizer, *data["test"])),
-          flush=True)
+    pretrain(blip2, tokenizer, clips, rows, epochs=epochs, freeze_vision=freeze_vision and vision_epochs > 0,
+             audio_encoder=audio_encoder, log=log)
+    accuracy = letter_accuracy(blip2, tokenizer, *data["test"], audio_encoder=audio_encoder)
+    print("backbone held-out accuracy per rendering:", json.dumps(accuracy), flush=True)
     blip2.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder, tokenizer
@@ -114,6 +156,10 @@ def main(argv=None) -> None:
                         help="keep the ViT as its own stage left it during the QA pre-training "
                              "(default; off with --vision-epochs 0)")
     parser.add_argument("--image-size", type=int, default=IMAGE_SIZE, help=f"frame side in pixels ({IMAGE_SIZE})")
+    parser.add_argument("--audio-epochs", type=int, default=AUDIO_EPOCHS,
+                        help=f"the audio encoder, trained alone to count beeps and tell pitch ({AUDIO_EPOCHS})")
+    parser.add_argument("--audio-tracks", type=int, default=AUDIO_TRACKS,
+                        help=f"extra rendered tracks for the audio encoder ({AUDIO_TRACKS})")
     parser.add_argument("--pretrain-epochs", type=int, default=24,
                         help="the backbone (all but the ViT by default), on per-rendering QA")
     parser.add_argument("--epochs", type=int, default=8)
@@ -130,8 +176,10 @@ def main(argv=None) -> None:
     data = prepare_data(work, args.train_clips, args.test_clips, object_radius=args.object_radius,
                         image_size=args.image_size)
     print(f"data ready ({time.time() - start:.0f} s)", flush=True)
-    backbone, tokenizer = pretrain_backbone(work, data, args.pretrain_epochs, args.vision_epochs, args.freeze_vision,
-                                            args.image_size)
+    audio_encoder = pretrain_audio(work, data, args.audio_epochs, args.audio_tracks)
+    print(f"audio encoder ready ({time.time() - start:.0f} s)", flush=True)
+    backbone, tokenizer = pretrain_backbone(work, data, args.pretrain_epochs, args.vision_epochs, audio_encoder,
+                                            args.freeze_vision, args.image_size)
     print(f"backbone ready ({time.time() - start:.0f} s)", flush=True)
 
     from crema_processing import CremaProcessor
