@@ -45,6 +45,7 @@ class UnseenClip:
     audio_codec: str = "aac"
     sampling_rate: int = 44100
     channels: int = 1
+    noise: float = 0.003  # the track's noise floor (standard deviation)
 
 
 #: Beeps of 0.12 s every 0.45 s from 0.2 s: inside the first 2 seconds, which crema-tiny's audio encoder hears.
@@ -109,10 +110,10 @@ def render(clip: UnseenClip, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def render_audio(clip: UnseenClip, seed: int = 0) -> np.ndarray:
-    """(channels, samples) float32: a faint noise floor and `clip.beeps` sine beeps with 10 ms ramps."""
+    """(channels, samples) float32: white noise of `clip.noise` and `clip.beeps` sine beeps with 10 ms ramps."""
     rng = np.random.default_rng(seed)
     rate = clip.sampling_rate
-    wave = 0.003 * rng.standard_normal(int(clip.seconds * rate))
+    wave = clip.noise * rng.standard_normal(int(clip.seconds * rate))
     length = int(BEEP_SECONDS * rate)
     ramp = np.minimum(1.0, np.minimum(np.arange(length), np.arange(length)[::-1]) / (0.01 * rate))
     tone = 0.4 * ramp * np.sin(2 * np.pi * PITCH_HZ[clip.pitch] * np.arange(length) / rate)
