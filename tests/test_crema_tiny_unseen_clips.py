@@ -89,7 +89,8 @@ def test_the_clips_are_what_they_claim(written):
             assert len(container.streams.audio) == (clip.name not in SILENT)
             if clip.name not in SILENT:
                 audio = container.streams.audio[0].codec_context
-                decoders = {"libopus": {"opus"}, "libmp3lame": {"mp3", "mp3float"}}.get(clip.audio_codec, {clip.audio_codec})
+                decoders = {"libopus": {"opus"}, "libmp3lame": {"mp3", "mp3float"}}.get(clip.audio_codec,
+                                                                                         {clip.audio_codec})
                 assert audio.name in decoders
                 assert (audio.sample_rate, audio.channels) == (clip.sampling_rate, clip.channels)
 
