@@ -322,6 +322,23 @@ def test_audio_answers_match_the_track(rows):
     assert checked == 2 * sum(SMALL.values())
 
 
+def test_each_track_has_its_own_noise_floor(rows):
+    """The noise floor measured between the beeps of the decoded track is the scene's (AAC keeps it within a few %),
+    and it differs from clip to clip: a model must not learn one level as part of every beep."""
+    floors = {}
+    for row in rows:
+        scene = json.loads(row["scene"])
+        samples, rate, _, _ = decode_audio(row["video"])
+        quiet = np.ones(len(samples), bool)
+        quiet[: int(0.05 * rate)] = quiet[-int(0.05 * rate):] = False
+        for onset, duration in scene["beeps"]:
+            quiet[max(0, int((onset - 0.03) * rate)) : int((onset + duration + 0.03) * rate)] = False
+        measured = float(samples[quiet].std())
+        assert measured == pytest.approx(scene["noise_amplitude"], rel=0.15), row["clip_id"]
+        floors[row["clip_id"]] = measured
+    assert max(floors.values()) > 4 * min(floors.values()), floors
+
+
 def test_beep_counter_and_colour_model_are_sound():
     """The test's own measurements on hand-made input: 1-3 tone bursts are counted, colours are told apart."""
     rate = 16000

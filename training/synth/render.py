@@ -105,11 +105,11 @@ def render_frames(scene: SynthScene) -> dict[str, np.ndarray]:
 
 
 def render_audio(scene: SynthScene, sampling_rate: int = V.AUDIO_SAMPLING_RATE) -> np.ndarray:
-    """The clip's mono track, float32 in [-1, 1], as long as the video: a faint noise floor plus the beeps (a pure
-    tone at the scene's frequency with 5 ms fades)."""
+    """The clip's mono track, float32 in [-1, 1], as long as the video: the scene's noise floor (white noise) plus
+    the beeps (a pure tone at the scene's frequency with 5 ms fades)."""
     total = int(round(scene.num_frames / scene.fps * sampling_rate))
     rng = np.random.default_rng(scene.audio_seed)
-    audio = (V.NOISE_AMPLITUDE * rng.standard_normal(total)).astype(np.float32)
+    audio = (scene.noise_amplitude * rng.standard_normal(total)).astype(np.float32)
     fade = int(0.005 * sampling_rate)
     for onset, duration in scene.beeps:
         start, length = int(round(onset * sampling_rate)), int(round(duration * sampling_rate))

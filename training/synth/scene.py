@@ -65,6 +65,7 @@ class SynthScene:
     frequency: float
     amplitude: float
     audio_seed: int
+    noise_amplitude: float  # the track's noise floor (standard deviation)
     segment_bounds: list[int]
     reference_frames: list[int]  # per segment, the frame the model samples when evaluating
 
@@ -119,6 +120,13 @@ def _sample_beeps(rng: np.random.Generator, count: int, seconds: float) -> list[
         beeps.append((round(float(t), 4), round(float(lengths[k]), 4)))
         t += lengths[k] + V.MIN_GAP_SECONDS + parts[k + 1]
     return beeps
+
+
+def noise_floor(audio_seed: int) -> float:
+    """The track's noise floor, log-uniform in `NOISE_AMPLITUDE_RANGE`. Drawn from a stream of the audio seed's own
+    so that taking it leaves every other draw, and so every frame, as it was."""
+    low, high = np.log(V.NOISE_AMPLITUDE_RANGE)
+    return float(np.exp(np.random.default_rng([audio_seed, 1]).uniform(low, high)))
 
 
 def _place(
@@ -221,6 +229,12 @@ def sample_scene(
             )
         count = int(rng.integers(1, 4))
         pitch = V.PITCHES[int(rng.integers(2))]
+        background_level = int(rng.integers(V.BACKGROUND_LEVELS[0], V.BACKGROUND_LEVELS[1] + 1))
+        texture_seed = int(rng.integers(2**31))
+        beeps = _sample_beeps(rng, count, num_frames / fps)
+        frequency = float(rng.uniform(*(V.HIGH_PITCH_HZ if pitch == "high" else V.LOW_PITCH_HZ)))
+        amplitude = float(rng.uniform(0.3, 0.6))
+        audio_seed = int(rng.integers(2**31))
         scene = SynthScene(
             clip_id=clip_id,
             image_size=image_size,
@@ -228,14 +242,15 @@ def sample_scene(
             num_frames=num_frames,
             sampled_frames=sampled_frames,
             motion=motion,
-            background_level=int(rng.integers(V.BACKGROUND_LEVELS[0], V.BACKGROUND_LEVELS[1] + 1)),
-            texture_seed=int(rng.integers(2**31)),
+            background_level=background_level,
+            texture_seed=texture_seed,
             objects=objects,
-            beeps=_sample_beeps(rng, count, num_frames / fps),
+            beeps=beeps,
             pitch=pitch,
-            frequency=float(rng.uniform(*(V.HIGH_PITCH_HZ if pitch == "high" else V.LOW_PITCH_HZ))),
-            amplitude=float(rng.uniform(0.3, 0.6)),
-            audio_seed=int(rng.integers(2**31)),
+            frequency=frequency,
+            amplitude=amplitude,
+            audio_seed=audio_seed,
+            noise_amplitude=noise_floor(audio_seed),
             segment_bounds=bounds,
             reference_frames=references,
         )

@@ -59,7 +59,10 @@ LOW_PITCH_HZ = (300.0, 500.0)
 HIGH_PITCH_HZ = (1200.0, 2000.0)
 BEEP_SECONDS = (0.08, 0.15)
 MIN_GAP_SECONDS = 0.12
-NOISE_AMPLITUDE = 0.004
+#: The track's noise floor (standard deviation), drawn per clip, log-uniformly. With one fixed floor (0.004) the
+#: tiny AST took the floor's level as part of what a beep count or a pitch sounds like: tracks with a floor of
+#: 0.003 or 0.009 were misread although their beeps were the same.
+NOISE_AMPLITUDE_RANGE = (0.0005, 0.02)
 
 MODALITIES = ("video", "audio", "flow", "depth", "normal", "thermal")
 
