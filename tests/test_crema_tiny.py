@@ -282,7 +282,7 @@ def test_training_dataset_holds_each_rows_clip_features_as_tensors():
 
 def test_the_recipe_runs_end_to_end_at_toy_size(tmp_path):
     """Every stage of the recipe, wired as the command runs it (6 clips, one or two epochs each): CREMA-Synth with the given
-    object size, frames at the given size, the ViT stage, QA pre-training on the frozen ViT, CREMA training with early
+    object size, frames at the given size, the ViT stage (in a process beside the audio encoder's), QA pre-training on the frozen ViT, CREMA training with early
     exit, and the saved folders."""
     import subprocess
     import sys
@@ -321,6 +321,20 @@ def test_the_recipe_runs_end_to_end_at_toy_size(tmp_path):
         "What colour is the object?", "What shape is the object?"]
     for m in updates:
         assert (out / f"crema-tiny-{m}" / "adapter_config.json").is_file()
+    # the ViT stage ran in a process of its own beside the audio encoder (--jobs 2); in this process, from the same
+    # processed data, it trains the same weights bit for bit
+    from safetensors.torch import load_file
+
+    from crema_training.crema_tiny.recipe import vision_stage
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the recipe's --threads 1
+    try:
+        again = vision_stage(tmp_path / "again", torch.load(work / "processed.pt", weights_only=False), 1, 40)
+    finally:
+        torch.set_num_threads(threads)
+    beside, here = load_file(work / "vision_encoder" / "model.safetensors"), load_file(again / "model.safetensors")
+    assert beside.keys() == here.keys() and all(torch.equal(beside[k], here[k]) for k in here)
 
 
 def test_audio_pretraining_tracks_are_labelled_by_what_they_sound_like():

@@ -4,7 +4,7 @@
 
 1. CREMA-Synth (one-object clips, options in the vocabulary's fixed order) is generated into `--work`.
 2. A tiny BLIP-2-shaped backbone + word-level tokenizer is built; its ViT is trained alone as a frame classifier of
-   the RGB attributes (colour, shape), then frozen while the rest is pre-trained on per-rendering QA (RGB, flow,
+   the RGB attributes (colour, shape; in a process of its own, beside the audio encoder's training), then frozen while the rest is pre-trained on per-rendering QA (RGB, flow,
    depth, normals, thermal, and the audio track through the audio encoder: a tiny AST trained on its own to count
    beeps and tell their pitch, then frozen); then everything is frozen (LLM included).
 3. CREMA is built from them with `from_blip2` (video, audio, flow, depth, normal, thermal + self-gated fusion) and
@@ -42,6 +42,8 @@ VISION_TYPES = ("color", "shape")
 #: 100 % on beep counts and pitch from epoch 14 on).
 AUDIO_EPOCHS = 30
 AUDIO_TRACKS = 3000
+#: Where the ViT stage's output is kept inside the work folder.
+VISION_FOLDER = "vision_encoder"
 
 
 def question_templates(types=QUESTION_TYPES) -> list[dict]:
@@ -100,14 +102,62 @@ def pretrain_audio(work: Path, data, epochs: int, tracks: int) -> Path:
     return folder
 
 
+def vision_stage(work: Path, data, epochs: int, image_size: int = IMAGE_SIZE) -> Path:
+    """Trains the ViT alone as a colour / shape frame classifier (`pretrain.pretrain_vision_encoder`) and saves it
+    to `work/vision_encoder` in one step, so that a rerun (or an interrupted one) resumes after it."""
+    from modeling_crema.saving import atomic_directory
+
+    from .backbone import build_backbone, build_tokenizer
+    from .pretrain import pretrain_vision_encoder
+
+    folder = work / VISION_FOLDER
+    if (folder / "config.json").exists():
+        return folder
+    blip2 = build_backbone(build_tokenizer(), image_size=image_size)  # seeded: the same start as the QA stage's
+    pretrain_vision_encoder(blip2, data["train"][0], [r for r in rows_of(data, "train") if r["question_type"] in
+                                                      VISION_TYPES], epochs=epochs, log=lambda line: print(line, flush=True))
+    with atomic_directory(folder) as staging:
+        blip2.vision_model.save_pretrained(staging)
+    return folder
+
+
+def _vision_stage_process(work: str, epochs: int, image_size: int, threads: int) -> None:
+    """`vision_stage` in a process of its own, beside the audio encoder's (both read only the processed data)."""
+    torch.set_num_threads(threads)
+    work_path = Path(work)
+    vision_stage(work_path, torch.load(work_path / "processed.pt", weights_only=False), epochs, image_size)
+
+
+def start_vision_stage(work: Path, epochs: int, image_size: int, threads: int):
+    """Starts the ViT stage in a spawned process (None when its output exists or the stage is off); `finish_stage`
+    waits for it."""
+    import multiprocessing
+
+    if not epochs or (work / VISION_FOLDER / "config.json").exists() or (work / "backbone" / "config.json").exists():
+        return None
+    process = multiprocessing.get_context("spawn").Process(
+        target=_vision_stage_process, args=(str(work), epochs, image_size, threads), name="vision-stage")
+    process.start()
+    return process
+
+
+def finish_stage(process) -> None:
+    if process is None:
+        return
+    process.join()
+    if process.exitcode != 0:
+        raise RuntimeError(f"The {process.name} process failed (exit code {process.exitcode}); its error is above. "
+                           "Rerun the recipe: stages whose output exists are skipped.")
+
+
 def pretrain_backbone(work: Path, data, epochs: int, vision_epochs: int, audio_encoder_folder: Path,
                       freeze_vision: bool = True, image_size: int = IMAGE_SIZE):
-    """The ViT stage (kept in `work/vision_encoder`, so that a rerun resumes after it), then QA pre-training of
-    the rest on every rendering, the audio track read through the frozen audio encoder."""
+    """The ViT stage (unless a process beside the audio encoder's already ran it), then QA pre-training of the rest
+    on every rendering, the audio track read through the frozen audio encoder."""
     from transformers import AutoModel, Blip2VisionModel
 
     from .backbone import build_backbone, build_tokenizer, count_parameters
-    from .pretrain import letter_accuracy, pretrain, pretrain_vision_encoder
+    from .pretrain import letter_accuracy, pretrain
 
     folder = work / "backbone"
     tokenizer = build_tokenizer()
@@ -117,14 +167,10 @@ def pretrain_backbone(work: Path, data, epochs: int, vision_epochs: int, audio_e
     print(f"backbone: {count_parameters(blip2):,} parameters", flush=True)
     log = lambda line: print(line, flush=True)  # noqa: E731
     clips, rows = data["train"][0], rows_of(data, "train")
-    vision_folder = work / "vision_encoder"
-    if vision_epochs and (vision_folder / "config.json").exists():
+    if vision_epochs:
+        vision_folder = vision_stage(work, data, vision_epochs, image_size)
         blip2.vision_model.load_state_dict(Blip2VisionModel.from_pretrained(vision_folder).state_dict())
         print(f"ViT stage loaded from {vision_folder}", flush=True)
-    elif vision_epochs:
-        pretrain_vision_encoder(blip2, clips, [r for r in rows if r["question_type"] in VISION_TYPES],
-                                epochs=vision_epochs, log=log)
-        blip2.vision_model.save_pretrained(vision_folder)
     audio_encoder = AutoModel.from_pretrained(audio_encoder_folder).eval().requires_grad_(False)
     # a ViT without its own stage is left trainable: frozen at random initialisation it would see nothing
     pretrain(blip2, tokenizer, clips, rows, epochs=epochs, freeze_vision=freeze_vision and vision_epochs > 0,
@@ -167,7 +213,10 @@ def main(argv=None) -> None:
                         help=f"first (0-indexed) epoch after which an adapter may exit ({EARLY_EXIT_START_EPOCH})")
     parser.add_argument("--early-exit-tau", type=float, default=EARLY_EXIT_TAU,
                         help=f"τ of the early-exit rule ({EARLY_EXIT_TAU})")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per process")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="processes: with 2 (the default) the ViT stage trains beside the audio encoder; "
+                             "the results are the same as with 1")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.time()
@@ -176,8 +225,16 @@ def main(argv=None) -> None:
     data = prepare_data(work, args.train_clips, args.test_clips, object_radius=args.object_radius,
                         image_size=args.image_size)
     print(f"data ready ({time.time() - start:.0f} s)", flush=True)
-    audio_encoder = pretrain_audio(work, data, args.audio_epochs, args.audio_tracks)
+    # the ViT stage and the audio encoder need only the data: with --jobs 2 they train side by side
+    vision_process = start_vision_stage(work, args.vision_epochs, args.image_size, args.threads) if args.jobs > 1 else None
+    try:
+        audio_encoder = pretrain_audio(work, data, args.audio_epochs, args.audio_tracks)
+    except BaseException:
+        if vision_process is not None:
+            vision_process.terminate()
+        raise
     print(f"audio encoder ready ({time.time() - start:.0f} s)", flush=True)
+    finish_stage(vision_process)
     backbone, tokenizer = pretrain_backbone(work, data, args.pretrain_epochs, args.vision_epochs, audio_encoder,
                                             args.freeze_vision, args.image_size)
     print(f"backbone ready ({time.time() - start:.0f} s)", flush=True)
