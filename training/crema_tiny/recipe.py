@@ -4,9 +4,10 @@
 
 1. CREMA-Synth (one-object clips, options in the vocabulary's fixed order) is generated into `--work`.
 2. A tiny BLIP-2-shaped backbone + word-level tokenizer is built; its ViT is trained alone as a frame classifier of
-   the RGB attributes (colour, shape; in a process of its own, beside the audio encoder's training), then frozen while the rest is pre-trained on per-rendering QA (RGB, flow,
-   depth, normals, thermal, and the audio track through the audio encoder: a tiny AST trained on its own to count
-   beeps and tell their pitch, then frozen); then everything is frozen (LLM included).
+   the RGB attributes (colour, shape; in a process of its own, beside the audio encoder's training), then frozen
+   while the rest is pre-trained on per-rendering QA (RGB, flow, depth, normals, thermal, and the audio track through
+   the audio encoder: a tiny AST trained on its own to count beeps and tell their pitch, then frozen); then
+   everything is frozen (LLM included).
 3. CREMA is built from them with `from_blip2` (video, audio, flow, depth, normal, thermal + self-gated fusion) and
    its adapters are trained with `CremaTrainer` (modality-sequential, adaptive early exit) on cached frozen
    features.
@@ -114,8 +115,8 @@ def vision_stage(work: Path, data, epochs: int, image_size: int = IMAGE_SIZE) ->
     if (folder / "config.json").exists():
         return folder
     blip2 = build_backbone(build_tokenizer(), image_size=image_size)  # seeded: the same start as the QA stage's
-    pretrain_vision_encoder(blip2, data["train"][0], [r for r in rows_of(data, "train") if r["question_type"] in
-                                                      VISION_TYPES], epochs=epochs, log=lambda line: print(line, flush=True))
+    rows = rows_of(data, "train", types=VISION_TYPES)
+    pretrain_vision_encoder(blip2, data["train"][0], rows, epochs=epochs, log=lambda line: print(line, flush=True))
     with atomic_directory(folder) as staging:
         blip2.vision_model.save_pretrained(staging)
     return folder
@@ -226,7 +227,9 @@ def main(argv=None) -> None:
                         image_size=args.image_size)
     print(f"data ready ({time.time() - start:.0f} s)", flush=True)
     # the ViT stage and the audio encoder need only the data: with --jobs 2 they train side by side
-    vision_process = start_vision_stage(work, args.vision_epochs, args.image_size, args.threads) if args.jobs > 1 else None
+    vision_process = None
+    if args.jobs > 1:
+        vision_process = start_vision_stage(work, args.vision_epochs, args.image_size, args.threads)
     try:
         audio_encoder = pretrain_audio(work, data, args.audio_epochs, args.audio_tracks)
     except BaseException:
