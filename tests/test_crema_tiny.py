@@ -337,6 +337,17 @@ def test_the_recipe_runs_end_to_end_at_toy_size(tmp_path):
     assert beside.keys() == here.keys() and all(torch.equal(beside[k], here[k]) for k in here)
 
 
+def test_a_failed_vision_stage_process_stops_the_recipe_and_names_it(tmp_path):
+    """The ViT stage's own process (`--jobs 2`) failing, here on a work folder without processed data, is an error
+    of the recipe that names the stage, not a silent wait or a missing folder later."""
+    from crema_training.crema_tiny.recipe import finish_stage, start_vision_stage
+
+    process = start_vision_stage(tmp_path, epochs=1, image_size=40, threads=1)
+    with pytest.raises(RuntimeError, match="vision-stage process failed"):
+        finish_stage(process)
+    assert not (tmp_path / "vision_encoder").exists()
+
+
 def test_audio_pretraining_tracks_are_labelled_by_what_they_sound_like():
     """The audio encoder's extra tracks: the AST's input shape, and each beeps / pitch label agrees with the bursts
     counted in its fbank and with the mel band they sit in (each band's noise floor, its median over time, taken off
