@@ -45,6 +45,13 @@ AUDIO_EPOCHS = 30
 AUDIO_TRACKS = 3000
 #: Where the ViT stage's output is kept inside the work folder.
 VISION_FOLDER = "vision_encoder"
+#: The processed data inside the work folder (every stage's input).
+PROCESSED_FILE = "processed.pt"
+
+
+def log(line: str) -> None:
+    """Each stage's progress, flushed at once (stages run for minutes, some in a process of their own)."""
+    print(line, flush=True)
 
 
 def question_templates(types=QUESTION_TYPES) -> list[dict]:
@@ -61,7 +68,7 @@ def prepare_data(work: Path, train_clips: int, test_clips: int, seed: int = 0,
     from .backbone import build_tokenizer
     from .data import make_processor, process_split
 
-    cache = work / "processed.pt"
+    cache = work / PROCESSED_FILE
     if cache.exists():
         return torch.load(cache, weights_only=False)
     synth = work / "synth"
@@ -96,8 +103,7 @@ def pretrain_audio(work: Path, data, epochs: int, tracks: int) -> Path:
     train = (torch.cat([extra[0], own[0]]), torch.cat([extra[1], own[1]]))
     encoder = build_audio_encoder()
     print(f"audio encoder: {count_parameters(encoder):,} parameters", flush=True)
-    accuracy = pretrain_audio_encoder(encoder, train, clip_tracks(data["test"][0], scenes), epochs=epochs,
-                                      log=lambda line: print(line, flush=True))
+    accuracy = pretrain_audio_encoder(encoder, train, clip_tracks(data["test"][0], scenes), epochs=epochs, log=log)
     print("audio encoder held-out accuracy:", json.dumps(accuracy), flush=True)
     encoder.save_pretrained(folder)
     return folder
@@ -116,7 +122,7 @@ def vision_stage(work: Path, data, epochs: int, image_size: int = IMAGE_SIZE) ->
         return folder
     blip2 = build_backbone(build_tokenizer(), image_size=image_size)  # seeded: the same start as the QA stage's
     rows = rows_of(data, "train", types=VISION_TYPES)
-    pretrain_vision_encoder(blip2, data["train"][0], rows, epochs=epochs, log=lambda line: print(line, flush=True))
+    pretrain_vision_encoder(blip2, data["train"][0], rows, epochs=epochs, log=log)
     with atomic_directory(folder) as staging:
         blip2.vision_model.save_pretrained(staging)
     return folder
@@ -126,7 +132,7 @@ def _vision_stage_process(work: str, epochs: int, image_size: int, threads: int)
     """`vision_stage` in a process of its own, beside the audio encoder's (both read only the processed data)."""
     torch.set_num_threads(threads)
     work_path = Path(work)
-    vision_stage(work_path, torch.load(work_path / "processed.pt", weights_only=False), epochs, image_size)
+    vision_stage(work_path, torch.load(work_path / PROCESSED_FILE, weights_only=False), epochs, image_size)
 
 
 def start_vision_stage(work: Path, epochs: int, image_size: int, threads: int):
@@ -166,7 +172,6 @@ def pretrain_backbone(work: Path, data, epochs: int, vision_epochs: int, audio_e
         return folder, tokenizer
     blip2 = build_backbone(tokenizer, image_size=image_size)
     print(f"backbone: {count_parameters(blip2):,} parameters", flush=True)
-    log = lambda line: print(line, flush=True)  # noqa: E731
     clips, rows = data["train"][0], rows_of(data, "train")
     if vision_epochs:
         vision_folder = vision_stage(work, data, vision_epochs, image_size)
