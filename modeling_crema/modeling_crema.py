@@ -51,7 +51,9 @@ logger = logging.get_logger(__name__)
 ADAPTERS_FOLDER = "adapters"
 FUSION_FOLDER = "fusion"
 #: Per-modality input keys are `{modality}_{suffix}`.
-MODALITY_INPUT_SUFFIXES = ("pixel_values", "input_values", "features", "attention_mask", "coordinates")
+MODALITY_INPUT_SUFFIXES = (
+    "pixel_values", "input_values", "features", "attention_mask", "coordinates", "mmqa_embeds"
+)
 #: Extra keyword arguments that `forward` passes on to the language model.
 LANGUAGE_MODEL_KWARGS = ("output_attentions", "output_hidden_states", "use_cache", "past_key_values", "encoder_outputs")
 
@@ -490,8 +492,12 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         return features
 
     def encode_modality(self, modality: str, **inputs: torch.Tensor) -> torch.Tensor:
-        """One modality through its MMQA: (B, G, num_query_tokens, text_hidden) LLM-space query embeddings."""
+        """One modality through its MMQA: (B, G, num_query_tokens, text_hidden) LLM-space query embeddings.
+        `{m}_mmqa_embeds` (this output, computed earlier with the same weights) is returned as it is, checked: the
+        sequential trainer reuses a modality's output while other modalities' adapters train."""
         spec = self.config.modality(modality)
+        if inputs.get(f"{modality}_mmqa_embeds") is not None:
+            return self._check_mmqa_embeds(modality, inputs)
         features = self.encode_frozen_features(modality, **inputs)
         batch, groups, tokens, _ = features.shape
         if spec["encoder"] == "vision" and groups != self.config.num_frames:
@@ -515,6 +521,24 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
             ).last_hidden_state
         embeds = adapter.project_to_language(query_output)
         return embeds.view(batch, groups, *embeds.shape[1:])
+
+    def _check_mmqa_embeds(self, modality: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        embeds = inputs[f"{modality}_mmqa_embeds"]
+        others = sorted(key for key in inputs if not key.endswith("_mmqa_embeds"))
+        if others:
+            raise ValueError(
+                f"Modality {modality!r}: `{modality}_mmqa_embeds` (its MMQA output) replaces its other inputs; got "
+                f"{others} too. Pass either the MMQA output or the inputs it is computed from."
+            )
+        width = self.config.text_config.hidden_size
+        if embeds.dim() != 4 or tuple(embeds.shape[2:]) != (self.config.num_query_tokens, width):
+            raise ValueError(
+                f"Modality {modality!r}: `{modality}_mmqa_embeds` must be (B, G, {self.config.num_query_tokens}, "
+                f"{width}) (batch, frames or segments, query tokens, LLM width), as `encode_modality` returns it; "
+                f"got {tuple(embeds.shape)}."
+            )
+        check_finite(modality, "mmqa_embeds", embeds)
+        return embeds
 
     def _point_position_embedding(self, modality: str, inputs: dict, batch: int, points: int) -> torch.Tensor:
         """0.01 x the sinusoidal embedding of each point's voxel coordinates: (B, N, encoder width)."""
@@ -712,7 +736,8 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
             are those of the first answer token (decoder start only).
         modalities: optional subset of the attached modalities to answer with (others absent, fusion gets zeros).
         **kwargs: per-modality inputs `{m}_pixel_values` (B, T, 3, H, W), `{m}_input_values` (B, S, ...),
-            `{m}_features` (B, [G,] N, D), `{m}_attention_mask`, `{m}_coordinates` (B, N, 3).
+            `{m}_features` (B, [G,] N, D), `{m}_attention_mask`, `{m}_coordinates` (B, N, 3), or the modality's
+            MMQA output `{m}_mmqa_embeds` (B, G, num_query_tokens, text_hidden) computed earlier.
         """
         language_kwargs = {key: kwargs.pop(key) for key in LANGUAGE_MODEL_KWARGS if key in kwargs}
         prepared = self.prepare_language_model_inputs(input_ids, attention_mask, modalities, **kwargs)

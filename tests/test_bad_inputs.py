@@ -54,6 +54,20 @@ def test_wrong_feature_width(model, batch):
         model(**batch)
 
 
+def test_mmqa_output_of_the_wrong_shape_or_beside_other_inputs(model, batch):
+    depth_output = model.encode_modality("depth", depth_pixel_values=batch["depth_pixel_values"])
+    with pytest.raises(ValueError, match=r"`depth_mmqa_embeds` \(its MMQA output\) replaces.*\['depth_pixel_values'\]"):
+        model(**batch, depth_mmqa_embeds=depth_output)
+    batch["depth_mmqa_embeds"] = depth_output[..., :-1]
+    del batch["depth_pixel_values"]
+    with pytest.raises(ValueError, match=rf"`depth_mmqa_embeds` must be \(B, G, {depth_output.shape[2]}, "
+                                         rf"{depth_output.shape[3]}\).*got \(2, {NUM_FRAMES}, "):
+        model(**batch)
+    batch["depth_mmqa_embeds"] = depth_output.detach().clone().fill_(float("nan"))
+    with pytest.raises(ValueError, match=r"`depth_mmqa_embeds` contains NaN"):
+        model(**batch)
+
+
 def test_wrong_frame_count(model, batch):
     batch["depth_pixel_values"] = batch["depth_pixel_values"][:, :2]
     with pytest.raises(ValueError, match=rf"Modality 'depth': expected {NUM_FRAMES} frames .*got 2"):

@@ -133,6 +133,22 @@ def test_precomputed_features_match_pixels(tokenizer):
     assert torch.allclose(model(**inputs, **text).logits, model(**cached, **text).logits, atol=1e-5)
 
 
+def test_a_modality_given_as_its_mmqa_output_answers_as_when_computed(tokenizer):
+    """`{m}_mmqa_embeds` (what `encode_modality` returns) stands in for the modality's inputs: same logits, and no
+    Q-Former pass for that modality."""
+    model = tiny_crema_model(["video", "depth"], fusion=["video", "depth"])
+    randomize_lora_b(model)
+    inputs, text = modality_inputs(model.config), text_inputs(tokenizer)
+    with torch.no_grad():
+        depth_output = model.encode_modality("depth", depth_pixel_values=inputs["depth_pixel_values"])
+    passes = []
+    handle = model.qformer.register_forward_hook(lambda *_: passes.append(1))
+    given = model(video_pixel_values=inputs["video_pixel_values"], depth_mmqa_embeds=depth_output, **text).logits
+    handle.remove()
+    assert len(passes) == 1  # video's only
+    torch.testing.assert_close(given, model(**inputs, **text).logits, rtol=0, atol=1e-6)
+
+
 def test_activation_checkpointing_keeps_each_modality_on_its_own_adapter(tokenizer):
     """Recomputation in the backward pass runs outside the routing block: it must still use the right LoRA."""
     modalities = ["video", "flow", "depth"]

@@ -181,6 +181,27 @@ def test_sequential_with_gradient_accumulation_equals_the_larger_batch(tmp_path,
         torch.testing.assert_close(results[0][key], results[1][key], rtol=1e-4, atol=1e-6)
 
 
+def test_reused_mmqa_outputs_give_the_updates_of_recomputing_them_with_fewer_qformer_passes(tmp_path, tokenizer):
+    """With dropout off, reusing each modality's MMQA output until its adapter moves changes nothing but the number
+    of Q-Former passes: per minibatch M with gradients plus 2 (M - 1) without (each other modality once before the
+    first sub-step, then each updated one once more), against M x M recomputing them."""
+    modalities, steps = ("video", "depth", "flow"), 2
+    results, passes = {}, {}
+    for reuse in (False, True):
+        model = without_dropout(build_model(modalities, tokenizer=tokenizer))
+        calls = []
+        model.qformer.register_forward_hook(lambda *_: calls.append(1))
+        args = training_args(tmp_path / f"reuse{reuse}", max_steps=steps, reuse_modality_embeddings=reuse)
+        CremaTrainer(model=model, args=args, train_dataset=build_dataset(model, tokenizer)).train()
+        results[reuse], passes[reuse] = all_adapter_tensors(model), len(calls)
+    count = len(modalities)
+    assert passes == {False: steps * count * count, True: steps * (count + 2 * (count - 1))}
+    start = all_adapter_tensors(build_model(modalities, tokenizer=tokenizer))
+    assert all(not torch.equal(start[key], results[True][key]) for key in start if key.startswith("fusion:"))
+    for key in results[False]:
+        torch.testing.assert_close(results[True][key], results[False][key], rtol=0, atol=1e-7)
+
+
 def test_llm_dropout_option_sets_the_frozen_llm_mode_while_training(tmp_path, tokenizer):
     for enabled in (True, False):
         model = build_model(tokenizer=tokenizer)

@@ -193,8 +193,11 @@ class CremaTrainer(Trainer):
         active = self.early_exit.active_modalities()
         if not active:
             return self._loss_without_update(model, batches)
+        model.train()  # the reused MMQA outputs below are computed before the Trainer's own `model.train()`
         # Frozen encoders run once per minibatch: every sub-step reuses their (pre-LayerNorm) features.
         batches = [self._augment(batch, index, encode_frozen=True) for index, batch in enumerate(batches)]
+        # Per micro-batch, the MMQA outputs still valid (their adapter not updated since): see `_with_reused_embeds`.
+        reusable = [{} for _ in batches] if self.args.reuse_modality_embeddings else None
         total = torch.zeros((), device=self.args.device)
         with self._language_model_dropout(model):
             for position, modality in enumerate(active):
@@ -203,12 +206,37 @@ class CremaTrainer(Trainer):
                     for index, batch in enumerate(batches):
                         last = index == len(batches) - 1
                         sync = contextlib.nullcontext() if last else self.accelerator.no_sync(model)
+                        inputs = dict(batch) if reusable is None else self._with_reused_embeds(
+                            batch, reusable[index], modality)
                         with sync:
-                            total = total + super().training_step(model, dict(batch), num_items_in_batch)
+                            total = total + super().training_step(model, inputs, num_items_in_batch)
                 self._record_gradient_norms([modality])
                 if position < len(active) - 1:
                     self._optimizer_substep(model)
+                for outputs in reusable or []:
+                    outputs.pop(modality, None)  # its adapter moved: recomputed when next needed
         return total / len(active)
+
+    def _with_reused_embeds(self, batch: dict[str, Any], reusable: dict[str, torch.Tensor], current: str) -> dict[str, Any]:
+        """The batch with every modality but `current` given as its MMQA output (`{m}_mmqa_embeds`), computed without
+        gradients on first use and kept in `reusable`: those modalities receive no gradient in this sub-step, and
+        their adapters only change at their own sub-step, so recomputing them in every sub-step only repeats work."""
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        inputs = {}
+        per_modality: dict[str, dict[str, Any]] = {}
+        for key, value in batch.items():
+            suffix = modality_input_suffix(key)
+            name = None if suffix is None else key[: -len(suffix) - 1]
+            if name is None or name == current:
+                inputs[key] = value
+            else:
+                per_modality.setdefault(name, {})[key] = value
+        for name, modality_inputs in per_modality.items():
+            if name not in reusable:
+                with torch.no_grad(), self.compute_loss_context_manager():
+                    reusable[name] = unwrapped.encode_modality(name, **modality_inputs)
+            inputs[f"{name}_mmqa_embeds"] = reusable[name]
+        return inputs
 
     def _joint_step(self, model: nn.Module, inputs: dict[str, Any], micro_step: int, num_items_in_batch) -> torch.Tensor:
         self.current_modality = None
