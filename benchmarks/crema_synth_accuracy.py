@@ -64,8 +64,8 @@ def main() -> None:
     from crema_processing import CremaProcessor
     from crema_training.crema_tiny.backbone import build_tokenizer
     from crema_training.crema_tiny.crema_stage import build_crema, clip_features, evaluate, train_crema
-    from crema_training.crema_tiny.recipe import (EARLY_EXIT_START_EPOCH, EARLY_EXIT_TAU, MODALITIES, TARGET_TYPES,
-                                                   rows_of)
+    from crema_training.crema_tiny.recipe import (EARLY_EXIT_START_EPOCH, EARLY_EXIT_TAU, MODALITIES,
+                                                  REUSE_MODALITY_EMBEDDINGS, TARGET_TYPES, rows_of)
     from modeling_crema import CremaForConditionalGeneration
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -75,6 +75,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8, help="as the recipe's --epochs")
     parser.add_argument("--early-exit-start-epoch", type=int, default=EARLY_EXIT_START_EPOCH, help="as the recipe's")
     parser.add_argument("--early-exit-tau", type=float, default=EARLY_EXIT_TAU, help="as the recipe's")
+    parser.add_argument("--reuse-modality-embeddings", action=argparse.BooleanOptionalAction,
+                        default=REUSE_MODALITY_EMBEDDINGS, help="as the recipe's")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="draw the new adapters and the training order and dropout from this seed (default: the "
+                             "recipe's seeds)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
@@ -107,14 +112,17 @@ def main() -> None:
             tokens = visual_token_count(model, features, test_rows, used)
         else:
             modalities = VARIANT_MODALITIES.get(variant, list(MODALITIES))
-            model = build_crema(work / "backbone", tokenizer, modalities, fusion=not variant.startswith("concat"))
+            model = build_crema(work / "backbone", tokenizer, modalities, fusion=not variant.startswith("concat"),
+                                **({} if args.seed is None else {"seed": args.seed}))
             processor = CremaProcessor.from_model_config(model.config, tokenizer)
             train_features = clip_features(model, data["train"][0], modalities)
             schedule = "joint" if variant == "joint" else "sequential"
             trainer = train_crema(model, processor, train_rows, train_features, work / f"bench-{variant}",
                                   epochs=args.epochs, schedule=schedule, early_exit=not variant.endswith("no_exit"),
                                   early_exit_start_epoch=args.early_exit_start_epoch,
-                                  early_exit_tau=args.early_exit_tau)
+                                  early_exit_tau=args.early_exit_tau,
+                                  reuse_modality_embeddings=args.reuse_modality_embeddings,
+                                  **({} if args.seed is None else {"seed": args.seed}))
             updates = trainer.adapter_updates
             # the indicators are kept with early exit off too: what any τ would have done can be read from them
             early_exit = exit_summary(trainer.early_exit.state_dict())
