@@ -11,7 +11,9 @@ adapter only), `video_audio` (a CREMA trained with the video and audio adapters 
 (every modality, no fusion), `joint` (fusion, joint updates), `no_exit` (fusion,
 sequential, early exit off), `concat_no_exit` (concat with early exit off: compares the two fusions without the
 exits' effect), `sequential` (fusion, sequential, early exit: the recipe's CREMA stage again, e.g. with another
-`--early-exit-tau` / `--early-exit-start-epoch`). Every trained variant uses the recipe's settings and seed;
+`--early-exit-tau` / `--early-exit-start-epoch`). Every trained variant uses the recipe's settings and seed
+unless `--reuse-modality-embeddings` (reuse the other modalities' MMQA outputs in each sequential sub-step) or
+`--seed` (new adapters, training order and dropout drawn from another seed) says otherwise;
 `shipped` reads its adapter update counts and exits from the recipe's `WORK/run/adapter_updates.json` and
 `early_exit.json`. The JSON output
 (`--json`) also holds each trained variant's exit epochs and per-epoch exit indicators (kept with early exit off
