@@ -12,7 +12,8 @@ adapter only), `video_audio` (a CREMA trained with the video and audio adapters 
 sequential, early exit off), `concat_no_exit` (concat with early exit off: compares the two fusions without the
 exits' effect), `sequential` (fusion, sequential, early exit: the recipe's CREMA stage again, e.g. with another
 `--early-exit-tau` / `--early-exit-start-epoch`). Every trained variant uses the recipe's settings and seed
-unless `--reuse-modality-embeddings` (reuse the other modalities' MMQA outputs in each sequential sub-step) or
+unless `--reuse-modality-embeddings` (reuse the other modalities' MMQA outputs in each sequential sub-step),
+`--no-qformer-dropout` (the frozen Q-Former without dropout while the adapters train) or
 `--seed` (new adapters, training order and dropout drawn from another seed) says otherwise;
 `shipped` reads its adapter update counts and exits from the recipe's `WORK/run/adapter_updates.json` and
 `early_exit.json`. The JSON output
@@ -67,7 +68,7 @@ def main() -> None:
     from crema_training.crema_tiny.backbone import build_tokenizer
     from crema_training.crema_tiny.crema_stage import build_crema, clip_features, evaluate, train_crema
     from crema_training.crema_tiny.recipe import (EARLY_EXIT_START_EPOCH, EARLY_EXIT_TAU, MODALITIES,
-                                                  REUSE_MODALITY_EMBEDDINGS, TARGET_TYPES, rows_of)
+                                                  QFORMER_DROPOUT, REUSE_MODALITY_EMBEDDINGS, TARGET_TYPES, rows_of)
     from modeling_crema import CremaForConditionalGeneration
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -79,6 +80,8 @@ def main() -> None:
     parser.add_argument("--early-exit-tau", type=float, default=EARLY_EXIT_TAU, help="as the recipe's")
     parser.add_argument("--reuse-modality-embeddings", action=argparse.BooleanOptionalAction,
                         default=REUSE_MODALITY_EMBEDDINGS, help="as the recipe's")
+    parser.add_argument("--qformer-dropout", action=argparse.BooleanOptionalAction, default=QFORMER_DROPOUT,
+                        help="as the recipe's")
     parser.add_argument("--seed", type=int, default=None,
                         help="draw the new adapters and the training order and dropout from this seed (default: the "
                              "recipe's seeds)")
@@ -124,6 +127,7 @@ def main() -> None:
                                   early_exit_start_epoch=args.early_exit_start_epoch,
                                   early_exit_tau=args.early_exit_tau,
                                   reuse_modality_embeddings=args.reuse_modality_embeddings,
+                                  qformer_dropout=args.qformer_dropout,
                                   **({} if args.seed is None else {"seed": args.seed}))
             updates = trainer.adapter_updates
             # the indicators are kept with early exit off too: what any τ would have done can be read from them

@@ -202,6 +202,35 @@ def test_reused_mmqa_outputs_give_the_updates_of_recomputing_them_with_fewer_qfo
         torch.testing.assert_close(results[True][key], results[False][key], rtol=0, atol=1e-7)
 
 
+def test_without_qformer_dropout_reused_mmqa_outputs_are_exact(tmp_path, tokenizer):
+    """`qformer_dropout=False` runs the frozen Q-Former (and its LoRA) in eval mode while training, so reusing the
+    MMQA outputs gives the adapters of recomputing them; with its dropout on (the default) they differ, as each
+    reused output keeps the dropout of its first pass."""
+    modalities = ("video", "depth", "flow")
+    for dropout in (False, True):
+        results = {}
+        for reuse in (False, True):
+            model = build_model(modalities, tokenizer=tokenizer)
+            args = training_args(tmp_path / f"{dropout}{reuse}", max_steps=2, reuse_modality_embeddings=reuse,
+                                 qformer_dropout=dropout)
+            CremaTrainer(model=model, args=args, train_dataset=build_dataset(model, tokenizer)).train()
+            results[reuse] = all_adapter_tensors(model)
+        same = all(torch.allclose(results[True][key], results[False][key], rtol=0, atol=1e-7) for key in results[False])
+        assert same is not dropout
+
+
+def test_qformer_dropout_option_sets_the_qformer_mode_while_training(tmp_path, tokenizer):
+    for enabled in (True, False):
+        model = build_model(tokenizer=tokenizer)
+        seen = []
+        model.qformer.register_forward_hook(lambda module, args, output: seen.append(module.training))
+        for schedule in ("sequential", "joint"):
+            args = training_args(tmp_path / schedule, qformer_dropout=enabled, max_steps=1, modality_schedule=schedule)
+            CremaTrainer(model=model, args=args, train_dataset=build_dataset(model, tokenizer)).train()
+        assert seen and set(seen) == {enabled}
+        assert model.qformer.training == model.training  # the model's own mode again afterwards
+
+
 def test_llm_dropout_option_sets_the_frozen_llm_mode_while_training(tmp_path, tokenizer):
     for enabled in (True, False):
         model = build_model(tokenizer=tokenizer)

@@ -43,7 +43,12 @@ class CremaTrainingArguments(TrainingArguments):
         Sequential schedule: inside a minibatch, each modality's MMQA output is computed once without gradients and
         reused by the other modalities' sub-steps until its own adapter is updated (then once more): 16 Q-Former
         passes per minibatch instead of 36 with six modalities. The same updates as recomputing them in every
-        sub-step, except that the Q-Former's dropout is drawn once per output instead of once per sub-step.
+        sub-step, except that the Q-Former's dropout is drawn once per output instead of once per sub-step (exactly
+        the same with `qformer_dropout=False`).
+    qformer_dropout (`bool`, defaults to `True`):
+        Keep the dropout of the frozen Q-Former and of the MMQA LoRA active while training, as BLIP-2 and the reference
+        do. `False` runs the Q-Former (with its adapters) in eval mode while training: then every MMQA output is a
+        function of the adapters alone, so `reuse_modality_embeddings` gives exactly the updates of recomputing.
     llm_dropout (`bool`, defaults to `True`):
         Keep the frozen LLM's dropout active while training, as the reference does (its T5 stays in train mode).
         `False` runs it in eval mode (the model's own default).
@@ -90,6 +95,10 @@ class CremaTrainingArguments(TrainingArguments):
     reuse_modality_embeddings: bool = field(
         default=True,
         metadata={"help": "Sequential schedule: reuse each modality's MMQA output until its adapter is updated."},
+    )
+    qformer_dropout: bool = field(
+        default=True,
+        metadata={"help": "Frozen Q-Former's (and the MMQA LoRA's) dropout active while training (the reference's)."},
     )
     llm_dropout: bool = field(
         default=True, metadata={"help": "Frozen LLM's dropout active while training (the reference's behaviour)."}

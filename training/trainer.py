@@ -199,7 +199,7 @@ class CremaTrainer(Trainer):
         # Per micro-batch, the MMQA outputs still valid (their adapter not updated since): see `_with_reused_embeds`.
         reusable = [{} for _ in batches] if self.args.reuse_modality_embeddings else None
         total = torch.zeros((), device=self.args.device)
-        with self._language_model_dropout(model):
+        with self._language_model_dropout(model), self._qformer_dropout(model):
             for position, modality in enumerate(active):
                 self.current_modality = modality
                 with self._only_trainable(modality):
@@ -244,7 +244,7 @@ class CremaTrainer(Trainer):
         if not active:
             return self._loss_without_update(model, [inputs])
         inputs = self._augment(inputs, micro_step, encode_frozen=False)
-        with self._language_model_dropout(model), self._only_trainable(*active):
+        with self._language_model_dropout(model), self._qformer_dropout(model), self._only_trainable(*active):
             loss = super().training_step(model, inputs, num_items_in_batch)
         if self.accelerator.sync_gradients:
             self._record_gradient_norms(active)
@@ -330,6 +330,21 @@ class CremaTrainer(Trainer):
         finally:
             handle.remove()
             language_model.eval()  # back to the model's invariant (frozen parts in eval mode)
+
+    @contextlib.contextmanager
+    def _qformer_dropout(self, model: nn.Module):
+        """`qformer_dropout=False`: the Q-Former and its LoRA run in eval mode (no dropout) inside the block. The Trainer
+        puts the model in train mode before each step, so the Q-Former is switched back to eval at each forward."""
+        if self.args.qformer_dropout:
+            yield
+            return
+        qformer = self.accelerator.unwrap_model(model).qformer
+        handle = qformer.register_forward_pre_hook(_switch_to_eval_mode)
+        try:
+            yield
+        finally:
+            handle.remove()
+            qformer.train(model.training)
 
     # ------------------------------------------------------------------------------------------ early exit
     def _record_gradient_norms(self, modalities: list[str]) -> None:
@@ -642,6 +657,10 @@ def _read_checked(path: str, expected: dict[str, torch.Tensor]) -> dict[str, tor
 
 def _switch_to_train_mode(module: nn.Module, args: Any) -> None:
     module.train()
+
+
+def _switch_to_eval_mode(module: nn.Module, args: Any) -> None:
+    module.eval()
 
 
 def _write_json_atomically(path: str, content: Any) -> None:

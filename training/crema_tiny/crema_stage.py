@@ -85,7 +85,8 @@ def adapter_update_counter():
 def train_crema(model, processor, rows, features, output_dir, epochs: int = 10, batch_size: int = 32,
                 lr: float = 1e-3, schedule: str = "sequential", early_exit: bool = True, seed: int = 42,
                 use_cpu: bool = True, early_exit_start_epoch: int = 5,
-                early_exit_tau: float = 1.4, reuse_modality_embeddings: bool = False):
+                early_exit_tau: float = 1.4, reuse_modality_embeddings: bool = False,
+                qformer_dropout: bool = True):
     """Trains the adapters and the fusion; returns the trainer (`trainer.adapter_updates`: updates per adapter;
     `trainer.early_exit`: the exit epochs and the per-epoch indicators)."""
     from ..arguments import CremaTrainingArguments
@@ -94,7 +95,7 @@ def train_crema(model, processor, rows, features, output_dir, epochs: int = 10, 
     modalities = list(model.config.modality_names)
     args = CremaTrainingArguments(
         output_dir=str(output_dir), modalities=modalities, modality_schedule=schedule,
-        reuse_modality_embeddings=reuse_modality_embeddings, early_exit=early_exit,
+        reuse_modality_embeddings=reuse_modality_embeddings, qformer_dropout=qformer_dropout, early_exit=early_exit,
         early_exit_tau=early_exit_tau, early_exit_start_epoch=early_exit_start_epoch, per_device_train_batch_size=batch_size,
         num_train_epochs=epochs, learning_rate=lr, warmup_steps=10, random_resized_crop=False, llm_dropout=False,
         save_strategy="no", eval_strategy="no", report_to=[], logging_steps=50, use_cpu=use_cpu, seed=seed,

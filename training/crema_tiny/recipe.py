@@ -39,6 +39,8 @@ EARLY_EXIT_TAU = 1.4
 #: committed model was trained recomputing them in every sub-step; reusing them made the CREMA stage faster, and its one
 #: run scored 91.0 % held out against 94.5 % (README).
 REUSE_MODALITY_EMBEDDINGS = False
+#: Whether the frozen Q-Former keeps its dropout while the adapters train (`qformer_dropout`), as BLIP-2's does.
+QFORMER_DROPOUT = True
 #: Epochs of the first stage that trains the ViT alone: shape is learned after about 60 (held out, 98 % at 75).
 VISION_EPOCHS = 80
 #: The question types of the first stage that trains the ViT alone as a frame classifier (`--vision-epochs`).
@@ -227,6 +229,9 @@ def main(argv=None) -> None:
                         default=REUSE_MODALITY_EMBEDDINGS,
                         help="reuse the other modalities' MMQA outputs in each sequential sub-step (faster; off by "
                              "default, as the committed model was trained)")
+    parser.add_argument("--qformer-dropout", action=argparse.BooleanOptionalAction, default=QFORMER_DROPOUT,
+                        help="the frozen Q-Former's dropout while the adapters train (on by default, as the "
+                             "committed model was trained; off, reused MMQA outputs are exact)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per process")
     parser.add_argument("--jobs", type=int, default=2,
                         help="processes: with 2 (the default) the ViT stage trains beside the audio encoder; "
@@ -265,7 +270,8 @@ def main(argv=None) -> None:
     test_features = clip_features(model, data["test"][0], MODALITIES)
     trainer = train_crema(model, processor, rows_of(data, "train"), features, work / "run", epochs=args.epochs,
                           early_exit_start_epoch=args.early_exit_start_epoch, early_exit_tau=args.early_exit_tau,
-                          reuse_modality_embeddings=args.reuse_modality_embeddings)
+                          reuse_modality_embeddings=args.reuse_modality_embeddings,
+                          qformer_dropout=args.qformer_dropout)
     (work / "run" / "adapter_updates.json").write_text(json.dumps(trainer.adapter_updates) + "\n")
     trainer.early_exit.save(work / "run")  # early_exit.json: τ, exit epochs and each epoch's indicator
     result = evaluate(model, tokenizer, rows_of(data, "test"), test_features)
