@@ -3,8 +3,8 @@ the sequential schedule, and cached frozen features vs pixels.
 
 The sequential schedule (DESIGN §2) runs one forward/backward per modality in every minibatch (the frozen encoders
 once per minibatch, shared by the sub-steps); the joint one a single forward/backward. In a sequential sub-step the
-other modalities' MMQA outputs are either reused (`reuse_modality_embeddings`, the default: each computed once, and
-again after its own adapter's update) or recomputed in every sub-step. Cached features (`cache_frozen_features`)
+other modalities' MMQA outputs are either reused (`reuse_modality_embeddings`: each computed once, and again after its
+own adapter's update) or recomputed in every sub-step (the default). Cached features (`cache_frozen_features`)
 skip the frozen ViT altogether. All six variants are measured in one run on the same random backbone (no download)
 and data, so the ratios compare like with like. CPU by default; `--size blip2` builds BLIP-2 Flan-T5-XL's shapes
 (ViT-g, 12-layer Q-Former, T5-XL; random weights, built on the device: for a GPU).
