@@ -316,35 +316,21 @@ class CremaTrainer(Trainer):
             for parameter in frozen:
                 parameter.requires_grad_(True)
 
-    @contextlib.contextmanager
-    def _language_model_dropout(self, model: nn.Module):
-        """`llm_dropout=True` (the reference): the frozen LLM runs in train mode (dropout active) inside the block.
-        The model's own `train()` keeps it in eval mode, so a forward pre-hook switches it on for each forward."""
+    def _language_model_dropout(self, model: nn.Module) -> contextlib.AbstractContextManager:
+        """`llm_dropout=True` (the reference): the frozen LLM runs in train mode (dropout active) inside the block,
+        though the model's own `train()` keeps it in eval mode (its invariant again afterwards)."""
         if not self.args.llm_dropout:
-            yield
-            return
+            return contextlib.nullcontext()
         language_model = self.accelerator.unwrap_model(model).language_model
-        handle = language_model.register_forward_pre_hook(_switch_to_train_mode)
-        try:
-            yield
-        finally:
-            handle.remove()
-            language_model.eval()  # back to the model's invariant (frozen parts in eval mode)
+        return _mode_at_each_forward(language_model, training=True, afterwards=False)
 
-    @contextlib.contextmanager
-    def _qformer_dropout(self, model: nn.Module):
-        """`qformer_dropout=False`: the Q-Former and its LoRA run in eval mode (no dropout) inside the block. The Trainer
-        puts the model in train mode before each step, so the Q-Former is switched back to eval at each forward."""
+    def _qformer_dropout(self, model: nn.Module) -> contextlib.AbstractContextManager:
+        """`qformer_dropout=False`: the Q-Former and its LoRA run in eval mode (no dropout) inside the block, though the
+        Trainer puts the model in train mode before each step (the model's mode again afterwards)."""
         if self.args.qformer_dropout:
-            yield
-            return
+            return contextlib.nullcontext()
         qformer = self.accelerator.unwrap_model(model).qformer
-        handle = qformer.register_forward_pre_hook(_switch_to_eval_mode)
-        try:
-            yield
-        finally:
-            handle.remove()
-            qformer.train(model.training)
+        return _mode_at_each_forward(qformer, training=False, afterwards=model.training)
 
     # ------------------------------------------------------------------------------------------ early exit
     def _record_gradient_norms(self, modalities: list[str]) -> None:
@@ -655,12 +641,19 @@ def _read_checked(path: str, expected: dict[str, torch.Tensor]) -> dict[str, tor
     return tensors
 
 
-def _switch_to_train_mode(module: nn.Module, args: Any) -> None:
-    module.train()
+@contextlib.contextmanager
+def _mode_at_each_forward(module: nn.Module, training: bool, afterwards: bool):
+    """Sets `module`'s train / eval mode at each of its forwards inside the block (a forward pre-hook: whatever set
+    the mode before the forward is overruled), and `afterwards` once the block ends."""
+    def set_mode(hooked: nn.Module, args: Any) -> None:  # returns None: the forward's arguments stay as they are
+        hooked.train(training)
 
-
-def _switch_to_eval_mode(module: nn.Module, args: Any) -> None:
-    module.eval()
+    handle = module.register_forward_pre_hook(set_mode)
+    try:
+        yield
+    finally:
+        handle.remove()
+        module.train(afterwards)
 
 
 def _write_json_atomically(path: str, content: Any) -> None:
