@@ -40,16 +40,16 @@ class CremaTrainingArguments(TrainingArguments):
     stop_when_all_exited (`bool`, defaults to `True`):
         End training once every trained modality has exited (nothing would be updated any more).
     reuse_modality_embeddings (`bool`, defaults to `False`):
-        Sequential schedule, faster: inside a minibatch, each modality's MMQA output is computed once without gradients and
-        reused by the other modalities' sub-steps until its own adapter is updated (then once more): 16 Q-Former
-        passes per minibatch instead of 36 with six modalities. The same updates as recomputing them in every
-        sub-step, except that the Q-Former's dropout is drawn once per output instead of once per sub-step (exactly
-        the same with `qformer_dropout=False`).
+        Sequential schedule, faster: inside a minibatch, each modality's MMQA output is computed once without
+        gradients and reused by the other modalities' sub-steps until its own adapter is updated (then once more): 16
+        Q-Former passes per minibatch instead of 36 with six modalities. The same updates as recomputing them in
+        every sub-step, except that the Q-Former's dropout is drawn once per output instead of once per sub-step
+        (exactly the same with `qformer_dropout=False`). Off by default, as the reference: on crema-tiny, reusing
+        scored lower with the dropout and without it (README).
     qformer_dropout (`bool`, defaults to `True`):
         Keep the dropout of the frozen Q-Former and of the MMQA LoRA active while training, as BLIP-2 and the reference
         do. `False` runs the Q-Former (with its adapters) in eval mode while training: then every MMQA output is a
         function of the adapters alone, so `reuse_modality_embeddings` gives exactly the updates of recomputing.
-        Off by default: on crema-tiny both ways of dropping the fresh per-sub-step dropout scored lower (README).
     llm_dropout (`bool`, defaults to `True`):
         Keep the frozen LLM's dropout active while training, as the reference does (its T5 stays in train mode).
         `False` runs it in eval mode (the model's own default).
