@@ -133,11 +133,16 @@ class CremaDataCollator:
     """Rows (processor outputs, or cached dataset rows) -> a model batch: pads `input_ids` / `attention_mask`
     (with `pad_token_id` / 0) and `labels` (with -100) on the right, stacks every `{m}_pixel_values`,
     `{m}_input_values`, `{m}_features`, `{m}_coordinates`, `{m}_attention_mask`; other columns are dropped.
-    Floats become float32 (or `features_dtype` for `{m}_features`); masks and coordinates long."""
+    Floats become float32 (or `features_dtype` for `{m}_features`); masks and coordinates long.
+
+    With `clip_column` (e.g. `"clip_id"`, when several questions share a clip), rows with the same value there share
+    one copy of the modality inputs and the batch carries `clip_index` (each row's clip), so the model encodes each
+    clip once per batch. Rows of one clip must then hold the same modality inputs."""
 
     pad_token_id: int = 0
     label_pad_token_id: int = -100
     features_dtype: torch.dtype = torch.float32
+    clip_column: str | None = None
 
     @classmethod
     def from_tokenizer(cls, tokenizer: Any, **kwargs: Any) -> "CremaDataCollator":
@@ -147,6 +152,9 @@ class CremaDataCollator:
         if not rows:
             raise ValueError("Cannot collate an empty list of rows.")
         batch: dict[str, torch.Tensor] = {}
+        clip_rows = None  # with `clip_column`: the first row of each clip, whose modality inputs are stacked
+        if self.clip_column is not None and self.clip_column in rows[0]:
+            clip_rows, batch["clip_index"] = _clips_of(rows, self.clip_column)
         for key in rows[0].keys():
             if key not in TEXT_KEYS and _split_key(key) is None:
                 continue  # not a model input (ids, paths, raw text, ...)
@@ -162,6 +170,8 @@ class CremaDataCollator:
                 continue
             modality, suffix = _split_key(key)
             tensors = [_as_tensor(v) for v in values]
+            if clip_rows is not None:
+                tensors = _one_per_clip(tensors, clip_rows, batch["clip_index"], key, self.clip_column)
             shapes = {tuple(t.shape) for t in tensors}
             if len(shapes) != 1:
                 raise ValueError(
@@ -176,6 +186,36 @@ class CremaDataCollator:
                 stacked = stacked.to(self.features_dtype if suffix == "features" else torch.float32)
             batch[key] = stacked
         return BatchFeature(batch)
+
+
+def _clips_of(rows: Sequence[Mapping[str, Any]], column: str) -> tuple[list[int], torch.Tensor]:
+    """(the first row of each distinct clip, in order of appearance; each row's position among those clips)."""
+    positions: dict[Any, int] = {}
+    first_rows, clip_index = [], []
+    for index, row in enumerate(rows):
+        if column not in row:
+            raise ValueError(f"`{column}` (the collator's clip_column) is missing from row {index} of the batch.")
+        clip = row[column]
+        clip = clip.item() if isinstance(clip, torch.Tensor) else clip
+        if clip not in positions:
+            positions[clip] = len(first_rows)
+            first_rows.append(index)
+        clip_index.append(positions[clip])
+    return first_rows, torch.tensor(clip_index, dtype=torch.long)
+
+
+def _one_per_clip(tensors: list[torch.Tensor], first_rows: list[int], clip_index: torch.Tensor, key: str,
+                  column: str) -> list[torch.Tensor]:
+    """One tensor per clip, after checking that every row of a clip holds the same one."""
+    for row, clip in enumerate(clip_index.tolist()):
+        kept = tensors[first_rows[clip]]
+        if row != first_rows[clip] and not (kept.shape == tensors[row].shape and torch.equal(kept, tensors[row])):
+            raise ValueError(
+                f"Rows {first_rows[clip]} and {row} of the batch have the same `{column}` but different `{key}`: rows "
+                f"of one clip must hold the same modality inputs. Give each clip its own `{column}`, or collate "
+                "without `clip_column`."
+            )
+    return [tensors[row] for row in first_rows]
 
 
 def _as_tensor(value: Any) -> torch.Tensor:

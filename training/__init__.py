@@ -13,6 +13,7 @@ _LAZY_EXPORTS = {
     "CremaTrainingArguments": ".arguments",
     "ModalityEarlyExit": ".early_exit",
     "CremaTrainingCollator": ".data_collator",
+    "ClipGroupedSampler": ".clip_sampler",
 }
 
 __all__ = list(_LAZY_EXPORTS)

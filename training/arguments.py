@@ -50,6 +50,13 @@ class CremaTrainingArguments(TrainingArguments):
         Keep the dropout of the frozen Q-Former and of the MMQA LoRA active while training, as BLIP-2 and the reference
         do. `False` runs the Q-Former (with its adapters) in eval mode while training: then every MMQA output is a
         function of the adapters alone, so `reuse_modality_embeddings` gives exactly the updates of recomputing.
+    clip_column (`str`, *optional*):
+        Dataset column naming each row's clip (e.g. `"clip_id"`), for data with several questions per clip. Training
+        batches then hold whole clips (`ClipGroupedSampler`: clips shuffled every epoch, each clip's rows together)
+        and carry each clip's inputs once (`clip_index`), so a clip's modalities are encoded once per batch and
+        sub-step instead of once per question; the Q-Former's dropout is then drawn once per clip. Evaluation batches
+        share clips the same way (same results, less work). Off by default: rows are sampled independently, as in
+        the reference.
     llm_dropout (`bool`, defaults to `True`):
         Keep the frozen LLM's dropout active while training, as the reference does (its T5 stays in train mode).
         `False` runs it in eval mode (the model's own default).
@@ -100,6 +107,10 @@ class CremaTrainingArguments(TrainingArguments):
     qformer_dropout: bool = field(
         default=True,
         metadata={"help": "Frozen Q-Former's (and the MMQA LoRA's) dropout active while training (the reference's)."},
+    )
+    clip_column: str | None = field(
+        default=None,
+        metadata={"help": "Column naming each row's clip: batches hold whole clips, each encoded once per batch."},
     )
     llm_dropout: bool = field(
         default=True, metadata={"help": "Frozen LLM's dropout active while training (the reference's behaviour)."}

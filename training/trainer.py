@@ -33,13 +33,14 @@ from transformers.utils import logging
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
 
-from crema_processing.feature_cache import TEXT_KEYS
+from crema_processing.feature_cache import TEXT_KEYS, CremaDataCollator
 from modeling_crema.adapters import ADAPTER_WEIGHTS_NAME, PEFT_KEY_PREFIX, adapter_state_dict
 from modeling_crema.fusion import FUSION_WEIGHTS_NAME
 from modeling_crema.modeling_crema import ADAPTERS_FOLDER, FUSION_FOLDER, is_trainable_parameter_name, modality_input_suffix
 
 from .arguments import CremaTrainingArguments
 from .callbacks import DatasetEpochCallback, EarlyExitCallback
+from .clip_sampler import ClipGroupedSampler
 from .data_collator import QUESTION_TYPE_IDS, CremaTrainingCollator, random_resized_crop
 from .early_exit import ModalityEarlyExit
 
@@ -89,6 +90,12 @@ class CremaTrainer(Trainer):
         self.trained_modalities = _resolve_trained_modalities(model, args.modalities)
         for name, dataset in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
             _check_dataset(dataset, name, model.config.modality_names, needs_labels=name == "train_dataset")
+        if args.clip_column is not None and train_dataset is not None and args.clip_column not in _dataset_keys(
+                train_dataset):
+            raise ValueError(
+                f"clip_column={args.clip_column!r} is not a column of the train_dataset (columns: "
+                f"{_dataset_keys(train_dataset)}); name the column that identifies each row's clip, or leave it unset."
+            )
 
         tokenizer = getattr(processing_class, "tokenizer", processing_class)
         if data_collator is None:
@@ -99,6 +106,8 @@ class CremaTrainer(Trainer):
         question_types = _question_types([train_dataset, eval_dataset], args.question_type_column)
         if isinstance(data_collator, CremaTrainingCollator) and data_collator.question_types is None and question_types:
             data_collator.question_types = question_types
+        if isinstance(data_collator, CremaDataCollator) and data_collator.clip_column is None:
+            data_collator.clip_column = args.clip_column
         if compute_metrics is None and hasattr(tokenizer, "batch_decode"):
             compute_metrics = AnswerAccuracy(tokenizer, getattr(data_collator, "question_types", None))
 
@@ -161,6 +170,14 @@ class CremaTrainer(Trainer):
             resume_from_checkpoint=resume_from_checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval,
             **kwargs,
         )
+
+    def _get_train_sampler(self, train_dataset=None):
+        """Why: with `clip_column`, batches must hold whole clips for each clip to be encoded once per batch."""
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if self.args.clip_column is None:
+            return super()._get_train_sampler(train_dataset)
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return ClipGroupedSampler(list(dataset[self.args.clip_column]), seed=seed)
 
     def set_initial_training_values(self, args, dataloader):
         """Why: the reference's LR schedule and the early exit are per epoch; keep the epoch length (in optimiser
