@@ -13,7 +13,8 @@ sequential, early exit off), `concat_no_exit` (concat with early exit off: compa
 exits' effect), `sequential` (fusion, sequential, early exit: the recipe's CREMA stage again, e.g. with another
 `--early-exit-tau` / `--early-exit-start-epoch`). Every trained variant uses the recipe's settings and seed
 unless `--reuse-modality-embeddings` (reuse the other modalities' MMQA outputs in each sequential sub-step),
-`--no-qformer-dropout` (the frozen Q-Former without dropout while the adapters train) or
+`--no-qformer-dropout` (the frozen Q-Former without dropout while the adapters train), `--group-by-clip` (batches of
+whole clips, each clip encoded once per sub-step) or
 `--seed` (new adapters, training order and dropout drawn from another seed) says otherwise;
 `shipped` reads its adapter update counts and exits from the recipe's `WORK/run/adapter_updates.json` and
 `early_exit.json`. The JSON output
@@ -67,7 +68,7 @@ def main() -> None:
     from crema_processing import CremaProcessor
     from crema_training.crema_tiny.backbone import build_tokenizer
     from crema_training.crema_tiny.crema_stage import build_crema, clip_features, evaluate, train_crema
-    from crema_training.crema_tiny.recipe import (EARLY_EXIT_START_EPOCH, EARLY_EXIT_TAU, MODALITIES,
+    from crema_training.crema_tiny.recipe import (EARLY_EXIT_START_EPOCH, EARLY_EXIT_TAU, GROUP_BY_CLIP, MODALITIES,
                                                   QFORMER_DROPOUT, REUSE_MODALITY_EMBEDDINGS, TARGET_TYPES, rows_of)
     from modeling_crema import CremaForConditionalGeneration
 
@@ -80,6 +81,8 @@ def main() -> None:
     parser.add_argument("--early-exit-tau", type=float, default=EARLY_EXIT_TAU, help="as the recipe's")
     parser.add_argument("--reuse-modality-embeddings", action=argparse.BooleanOptionalAction,
                         default=REUSE_MODALITY_EMBEDDINGS, help="as the recipe's")
+    parser.add_argument("--group-by-clip", action=argparse.BooleanOptionalAction, default=GROUP_BY_CLIP,
+                        help="as the recipe's")
     parser.add_argument("--qformer-dropout", action=argparse.BooleanOptionalAction, default=QFORMER_DROPOUT,
                         help="as the recipe's")
     parser.add_argument("--seed", type=int, default=None,
@@ -127,7 +130,7 @@ def main() -> None:
                                   early_exit_start_epoch=args.early_exit_start_epoch,
                                   early_exit_tau=args.early_exit_tau,
                                   reuse_modality_embeddings=args.reuse_modality_embeddings,
-                                  qformer_dropout=args.qformer_dropout,
+                                  qformer_dropout=args.qformer_dropout, group_by_clip=args.group_by_clip,
                                   **({} if args.seed is None else {"seed": args.seed}))
             updates = trainer.adapter_updates
             # the indicators are kept with early exit off too: what any τ would have done can be read from them

@@ -54,9 +54,9 @@ def training_dataset(rows, features, modalities):
     from datasets import Array3D, Dataset, Features, Sequence, Value
 
     data = {"input_ids": [r["input_ids"] for r in rows], "labels": [r["labels"] for r in rows],
-            "question_type": [r["question_type"] for r in rows]}
+            "question_type": [r["question_type"] for r in rows], "clip_id": [r["clip_id"] for r in rows]}
     types = {"input_ids": Sequence(Value("int64")), "labels": Sequence(Value("int64")),
-             "question_type": Value("string")}
+             "question_type": Value("string"), "clip_id": Value("string")}
     for m in modalities:
         data[f"{m}_features"] = np.stack([features[r["clip_id"]][m].numpy() for r in rows])
         types[f"{m}_features"] = Array3D(shape=data[f"{m}_features"].shape[1:], dtype="float32")
@@ -86,9 +86,10 @@ def train_crema(model, processor, rows, features, output_dir, epochs: int = 10, 
                 lr: float = 1e-3, schedule: str = "sequential", early_exit: bool = True, seed: int = 42,
                 use_cpu: bool = True, early_exit_start_epoch: int = 5,
                 early_exit_tau: float = 1.4, reuse_modality_embeddings: bool = False,
-                qformer_dropout: bool = True):
+                qformer_dropout: bool = True, group_by_clip: bool = False):
     """Trains the adapters and the fusion; returns the trainer (`trainer.adapter_updates`: updates per adapter;
-    `trainer.early_exit`: the exit epochs and the per-epoch indicators)."""
+    `trainer.early_exit`: the exit epochs and the per-epoch indicators). `group_by_clip`: batches of whole clips
+    (all questions of a clip), each clip encoded once per sub-step (the trainer's `clip_column`)."""
     from ..arguments import CremaTrainingArguments
     from ..trainer import CremaTrainer
 
@@ -96,6 +97,7 @@ def train_crema(model, processor, rows, features, output_dir, epochs: int = 10, 
     args = CremaTrainingArguments(
         output_dir=str(output_dir), modalities=modalities, modality_schedule=schedule,
         reuse_modality_embeddings=reuse_modality_embeddings, qformer_dropout=qformer_dropout, early_exit=early_exit,
+        clip_column="clip_id" if group_by_clip else None,
         early_exit_tau=early_exit_tau, early_exit_start_epoch=early_exit_start_epoch, per_device_train_batch_size=batch_size,
         num_train_epochs=epochs, learning_rate=lr, warmup_steps=10, random_resized_crop=False, llm_dropout=False,
         save_strategy="no", eval_strategy="no", report_to=[], logging_steps=50, use_cpu=use_cpu, seed=seed,

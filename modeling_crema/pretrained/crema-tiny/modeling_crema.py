@@ -63,7 +63,8 @@ class CremaForConditionalGenerationOutput(ModelOutput):
     """
     loss: seq2seq cross-entropy on the answer tokens (when `labels` are given).
     logits: (B, answer_length, vocab) scores of the language model.
-    modality_embeds: per modality, its MMQA output in LLM space, (B, G, num_query_tokens, text_hidden).
+    modality_embeds: per modality, its MMQA output in LLM space, (B, G, num_query_tokens, text_hidden) (one per
+        prompt, also with `clip_index`).
     inputs_embeds / attention_mask: what the language-model encoder saw (visual tokens then the prompt).
     used_modalities: the modalities that contributed, in order.
     """
@@ -665,14 +666,30 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
             return embeds.expand(-1, frames, -1, -1)
         raise ValueError(f"Modality {name!r} has {groups} frames but the major modality has {frames}.")
 
+    @staticmethod
+    def _check_clip_index(clip_index: torch.Tensor, batch: int, modality: str, clips: int) -> torch.Tensor:
+        if clip_index.dim() != 1 or clip_index.shape[0] != batch or clip_index.is_floating_point():
+            raise ValueError(
+                f"`clip_index` must be integers of shape ({batch},), one per prompt (the row of the modality inputs "
+                f"it asks about); got {clip_index.dtype} of shape {tuple(clip_index.shape)}."
+            )
+        if batch and not clip_index.is_meta and (int(clip_index.min()) < 0 or int(clip_index.max()) >= clips):
+            raise ValueError(
+                f"`clip_index` holds values in [{int(clip_index.min())}, {int(clip_index.max())}] but modality "
+                f"{modality!r} has {clips} input rows: each value must lie in [0, {clips})."
+            )
+        return clip_index.long()
+
     def prepare_language_model_inputs(
         self,
         input_ids: torch.LongTensor,
         attention_mask: torch.LongTensor | None = None,
         modalities: list[str] | None = None,
+        clip_index: torch.LongTensor | None = None,
         **kwargs: torch.Tensor,
     ) -> CremaForConditionalGenerationOutput:
-        """Encodes every used modality and builds the LLM encoder input: visual tokens, then the prompt."""
+        """Encodes every used modality and builds the LLM encoder input: visual tokens, then the prompt. With
+        `clip_index`, each modality is encoded once per clip and every prompt reads its clip's output."""
         modality_inputs, rest = self.split_modality_inputs(kwargs)
         if rest:
             raise ValueError(f"Unexpected inputs {sorted(rest)}; modality inputs are `{{modality}}_{{suffix}}` "
@@ -684,8 +701,13 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         modality_embeds = {}
         for name in used:
             embeds = self.encode_modality(name, **modality_inputs[name])
-            if embeds.shape[0] != batch:
-                raise ValueError(f"Modality {name!r} has batch size {embeds.shape[0]}, the prompt has {batch}.")
+            if clip_index is not None:
+                embeds = embeds[self._check_clip_index(clip_index, batch, name, embeds.shape[0])]
+            elif embeds.shape[0] != batch:
+                raise ValueError(
+                    f"Modality {name!r} has batch size {embeds.shape[0]}, the prompt has {batch}. Give one input "
+                    "row per prompt, or `clip_index` (which row each prompt asks about) when prompts share clips."
+                )
             modality_embeds[name] = embeds
 
         embed = self.get_input_embeddings()
@@ -728,6 +750,7 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         decoder_attention_mask: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
         modalities: list[str] | None = None,
+        clip_index: torch.LongTensor | None = None,
         **kwargs: Any,
     ) -> CremaForConditionalGenerationOutput:
         r"""
@@ -738,9 +761,12 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         **kwargs: per-modality inputs `{m}_pixel_values` (B, T, 3, H, W), `{m}_input_values` (B, S, ...),
             `{m}_features` (B, [G,] N, D), `{m}_attention_mask`, `{m}_coordinates` (B, N, 3), or the modality's
             MMQA output `{m}_mmqa_embeds` (B, G, num_query_tokens, text_hidden) computed earlier.
+        clip_index: optional (B,) row of the modality inputs each prompt asks about, when several questions share
+            a clip: the modality inputs then hold one row per clip (C rows), each encoded once (MMQA dropout included)
+            and read by all of its prompts. `CremaDataCollator(clip_column=...)` builds such batches.
         """
         language_kwargs = {key: kwargs.pop(key) for key in LANGUAGE_MODEL_KWARGS if key in kwargs}
-        prepared = self.prepare_language_model_inputs(input_ids, attention_mask, modalities, **kwargs)
+        prepared = self.prepare_language_model_inputs(input_ids, attention_mask, modalities, clip_index, **kwargs)
         if labels is None and decoder_input_ids is None and "encoder_outputs" not in language_kwargs:
             # No answer given: score the first answer step (e.g. the option letter of a multiple-choice question).
             start = self.config.text_config.decoder_start_token_id
@@ -763,12 +789,14 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.LongTensor | None = None,
         modalities: list[str] | None = None,
+        clip_index: torch.LongTensor | None = None,
         **kwargs: Any,
     ) -> torch.LongTensor:
         """Answers with the frozen LLM's `generate` (beam search etc. via its generation kwargs)."""
         kwargs.pop("labels", None)
         modality_inputs = {key: kwargs.pop(key) for key in list(kwargs) if modality_input_suffix(key) is not None}
-        prepared = self.prepare_language_model_inputs(input_ids, attention_mask, modalities, **modality_inputs)
+        prepared = self.prepare_language_model_inputs(input_ids, attention_mask, modalities, clip_index,
+                                                      **modality_inputs)
         return self.language_model.generate(
             inputs_embeds=prepared.inputs_embeds, attention_mask=prepared.attention_mask, **kwargs
         )
@@ -780,6 +808,7 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         attention_mask: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
         modalities: list[str] | None = None,
+        clip_index: torch.LongTensor | None = None,
         **kwargs: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
         """Which modality mattered, by leave-one-out: per supportive modality, how much the answer's negative
@@ -790,7 +819,7 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         """
         if labels is None:
             answer = self.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=10,
-                                   modalities=modalities, **kwargs)
+                                   modalities=modalities, clip_index=clip_index, **kwargs)
             labels = answer[:, 1:].masked_fill(answer[:, 1:] == self.config.text_config.pad_token_id, -100)
         modality_inputs, _ = self.split_modality_inputs(kwargs)
         used = self._resolve_modalities(modality_inputs, modalities)
@@ -799,7 +828,7 @@ class CremaForConditionalGeneration(CremaPreTrainedModel, GenerationMixin):
         def answer_nll(modalities: list[str]) -> torch.Tensor:
             inputs = {key: value for name in modalities for key, value in modality_inputs[name].items()}
             logits = self(input_ids=input_ids, attention_mask=attention_mask, labels=labels,
-                          modalities=modalities, **inputs).logits
+                          modalities=modalities, clip_index=clip_index, **inputs).logits
             log_probs = torch.log_softmax(logits.float(), dim=-1)
             picked = log_probs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
             return -(picked * (labels != -100)).sum(dim=-1)

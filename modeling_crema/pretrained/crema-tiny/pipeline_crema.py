@@ -56,6 +56,8 @@ DERIVED_FROM_VIDEO = ("flow", "depth", "normal")
 KNOWN_COMPANIONS = ("audio", "thermal", "touch", "depth", "normal", "point_cloud", "flow")
 #: Keys of an input that are not companion files.
 EXAMPLE_KEYS = ("video", "question", "options", "situation")
+#: The processor outputs that belong to the prompt (the others are the clip's modality inputs).
+PROMPT_KEYS = ("input_ids", "attention_mask")
 #: Input tensors padded to the batch's longest prompt (everything else must have the same shape to be batched).
 PROMPT_TENSORS = ("input_ids", "attention_mask")
 DEPTH_EXAMPLE = "e.g. depth-anything/Depth-Anything-V2-Small-hf or Intel/dpt-hybrid-midas"
@@ -289,8 +291,9 @@ def batched_option_log_likelihoods(
     modalities: Sequence[str] | None = None,
     prompt_preset: str | None = None,
 ) -> list[torch.Tensor]:
-    """`option_log_likelihoods` of B examples in one model call: each example is repeated once per option, with
-    the option's target as labels (the examples may have different numbers of options)."""
+    """`option_log_likelihoods` of B examples in one model call: each example's prompt is repeated once per option,
+    with the option's target as labels (the examples may have different numbers of options); its clip is encoded once
+    (`clip_index`)."""
     rows = [b for b, options in enumerate(option_lists) for _ in options]
     targets = [processor.build_target(index, options, prompt_preset=prompt_preset)
                for options in option_lists for index in range(len(options))]
@@ -298,10 +301,11 @@ def batched_option_log_likelihoods(
     labels[labels == processor.tokenizer.pad_token_id] = -100
     device = _device(model)
     index = torch.tensor(rows, device=device)
-    repeated = {key: value.to(device).index_select(0, index) for key, value in inputs.items()
-                if key not in ("labels", "decoder_input_ids")}
+    prompts = {key: inputs[key].to(device).index_select(0, index) for key in PROMPT_KEYS if key in inputs}
+    clips = {key: value.to(device) for key, value in inputs.items()
+             if key not in PROMPT_KEYS and key not in ("labels", "decoder_input_ids")}
     labels = labels.to(device)
-    logits = model(**repeated, labels=labels, **_with_modalities(modalities)).logits
+    logits = model(**prompts, **clips, clip_index=index, labels=labels, **_with_modalities(modalities)).logits
     log_probs = torch.log_softmax(logits.float(), dim=-1)
     picked = log_probs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     scores = (picked * (labels != -100)).sum(dim=-1).cpu()
