@@ -278,6 +278,7 @@ def test_training_dataset_holds_each_rows_clip_features_as_tensors():
         assert torch.equal(batch[f"{m}_features"], torch.stack([features[r["clip_id"]][m] for r in rows]))
     assert batch["labels"].tolist() == [r["labels"] for r in rows]
     assert dataset.features["video_features"].shape == (4, 5, 8)
+    assert batch["clip_id"] == ["b", "a", "b"]  # what `--group-by-clip` batches by
 
 
 def test_the_recipe_runs_end_to_end_at_toy_size(tmp_path):
