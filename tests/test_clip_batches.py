@@ -13,7 +13,7 @@ from crema_training.arguments import CremaTrainingArguments
 from crema_training.clip_sampler import ClipGroupedSampler
 from crema_training.trainer import CremaTrainer
 from modeling_crema.adapters import adapter_state_dict
-from tiny_models import modality_inputs, randomize_lora_b, tiny_crema_model
+from tiny_models import modality_inputs, randomize_lora_b, tiny_crema_model, without_dropout
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -25,15 +25,6 @@ ANSWERS = ["blue", "dancing", "two"]
 def build_model(tokenizer, seed=0):
     model = tiny_crema_model(list(MODALITIES), fusion=list(MODALITIES), seed=seed, tokenizer=tokenizer)
     randomize_lora_b(model, seed=seed + 1)
-    return model
-
-
-def without_dropout(model):
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-        if isinstance(getattr(module, "attention_dropout", None), float):
-            module.attention_dropout = 0.0
     return model
 
 

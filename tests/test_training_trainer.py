@@ -24,7 +24,7 @@ from crema_training.trainer import (
     last_complete_checkpoint,
 )
 from modeling_crema.adapters import adapter_state_dict
-from tiny_models import modality_inputs, randomize_lora_b, tiny_crema_model
+from tiny_models import modality_inputs, randomize_lora_b, tiny_crema_model, without_dropout
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -35,16 +35,6 @@ def build_model(modalities=("video", "depth"), fusion=True, seed=0, tokenizer=No
     model = tiny_crema_model(list(modalities), fusion=list(modalities) if fusion else None, seed=seed,
                              tokenizer=tokenizer)
     randomize_lora_b(model, seed=seed + 1)  # non-zero LoRA B: every LoRA A gets a gradient too
-    return model
-
-
-def without_dropout(model):
-    """Q-Former dropout off (it is active in train mode), for comparisons that must not depend on random draws."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-        if isinstance(getattr(module, "attention_dropout", None), float):
-            module.attention_dropout = 0.0  # the attention's functional dropout
     return model
 
 

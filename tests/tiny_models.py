@@ -160,6 +160,16 @@ def modality_inputs(model_config: CremaConfig, batch: int = 2, seed: int = 0, na
     return inputs
 
 
+def without_dropout(model):
+    """Q-Former dropout off (it is active in train mode), for comparisons that must not depend on random draws."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0  # the attention's functional dropout
+    return model
+
+
 def text_inputs(tokenizer, batch: int = 2) -> dict:
     questions = ["Question: what is the person doing?", "Question: red or blue?"][:batch]
     answers = ["dancing", "blue"][:batch]
