@@ -199,3 +199,22 @@ def test_trainer_refuses_a_clip_column_the_dataset_lacks(tmp_path, tokenizer):
     dataset = clip_rows(model, tokenizer, clips=2, questions=1).remove_columns("clip_id")
     with pytest.raises(ValueError, match=r"clip_column='clip_id' is not a column of the train_dataset"):
         CremaTrainer(model=model, args=training_args(tmp_path, clip_column="clip_id"), train_dataset=dataset)
+
+
+def test_evaluation_with_clip_column_gives_the_per_row_results_with_fewer_qformer_passes(tmp_path, tokenizer):
+    model = build_model(tokenizer).eval()
+    dataset = clip_rows(model, tokenizer, clips=2, questions=3)
+    results, passes = {}, {}
+    for column in (None, "clip_id"):
+        calls = []
+        hook = model.qformer.register_forward_pre_hook(
+            lambda module, args, kwargs: calls.append(kwargs["query_embeds"].shape[0]), with_kwargs=True)
+        args = training_args(tmp_path / str(column), clip_column=column, per_device_eval_batch_size=6,
+                             generation_num_beams=2, generation_max_new_tokens=3)
+        trainer = CremaTrainer(model=model, args=args, eval_dataset=dataset, processing_class=tokenizer)
+        results[column], passes[column] = trainer.evaluate(), sum(calls)
+        hook.remove()
+    frames, modalities = model.config.num_frames, len(MODALITIES)
+    assert passes == {None: 2 * 6 * frames * modalities, "clip_id": 2 * 2 * frames * modalities}  # loss + generate
+    assert results["clip_id"]["eval_accuracy"] == results[None]["eval_accuracy"]
+    assert results["clip_id"]["eval_loss"] == pytest.approx(results[None]["eval_loss"], abs=1e-5)
