@@ -238,14 +238,10 @@ def main(argv=None) -> None:
                              "committed model was trained; off, reused MMQA outputs are exact)")
     parser.add_argument("--group-by-clip", action=argparse.BooleanOptionalAction, default=GROUP_BY_CLIP,
                         help="CREMA stage batches of whole clips, each clip encoded once per sub-step")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads per process")
-    parser.add_argument("--crema-threads", type=int, default=None,
-                        help="threads of the CREMA stage, which runs alone (default: --threads; 2 on 2 cores is "
-                             "1.26x faster but changes the model in the last bits)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per process")
     parser.add_argument("--jobs", type=int, default=2,
-                        help="processes: with 2 (the default) the ViT stage trains beside the audio encoder "
-                             "(its weights are the same as with 1)")
+                        help="processes: with 2 (the default) the ViT stage trains beside the audio encoder; "
+                             "the results are the same as with 1")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.time()
@@ -274,7 +270,6 @@ def main(argv=None) -> None:
 
     from .crema_stage import build_crema, clip_features, evaluate, train_crema
 
-    torch.set_num_threads(args.crema_threads or args.threads)
     model = build_crema(backbone, tokenizer, MODALITIES)
     processor = CremaProcessor.from_model_config(model.config, tokenizer)
     features = clip_features(model, data["train"][0], MODALITIES)
