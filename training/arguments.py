@@ -55,7 +55,8 @@ class CremaTrainingArguments(TrainingArguments):
         batches then hold whole clips (`ClipGroupedSampler`: clips shuffled every epoch, each clip's rows together)
         and carry each clip's inputs once (`clip_index`), so a clip's modalities are encoded once per batch and
         sub-step instead of once per question; the Q-Former's dropout is then drawn once per clip. Evaluation batches
-        share clips the same way (same results, less work). Off by default: rows are sampled independently, as in
+        share clips the same way (same results, less work). Rows of one clip must hold the same inputs (cached
+        features; not rows whose frames are drawn per row). Off by default: rows are sampled independently, as in
         the reference.
     llm_dropout (`bool`, defaults to `True`):
         Keep the frozen LLM's dropout active while training, as the reference does (its T5 stays in train mode).
