@@ -173,9 +173,9 @@ class CremaTrainer(Trainer):
 
     def _get_train_sampler(self, train_dataset=None):
         """Why: with `clip_column`, batches must hold whole clips for each clip to be encoded once per batch."""
-        dataset = self.train_dataset if train_dataset is None else train_dataset
         if self.args.clip_column is None:
             return super()._get_train_sampler(train_dataset)
+        dataset = self.train_dataset if train_dataset is None else train_dataset
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         return ClipGroupedSampler(list(dataset[self.args.clip_column]), seed=seed)
 
