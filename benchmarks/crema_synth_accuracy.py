@@ -59,6 +59,11 @@ def check_variant(variant: str, modalities) -> None:
         raise SystemExit(f"Unknown variant {variant!r}: choose from {sorted(shipped)} and {list(TRAINED_VARIANTS)}.")
 
 
+def percent(fraction: float) -> str:
+    """A table cell: "82.5", not "82" (400 questions give quarter points overall, 50 whole ones per type)."""
+    return f"{100 * fraction:.2f}".rstrip("0").rstrip(".")
+
+
 def exit_summary(state: dict) -> dict:
     """The exit epochs and each epoch's indicators and gradient norms, from an early-exit state."""
     return {key: state[key] for key in ("tau", "start_epoch", "exited", "indicators", "history")}
@@ -147,7 +152,7 @@ def main() -> None:
     print("|---|" + "---|" * (len(columns) + 2))
     for variant, entry in results.items():
         accuracy, updates = entry["accuracy"], entry["adapter_updates"]
-        cells = [f"{100 * accuracy[c]:.0f}" if c in accuracy else "-" for c in columns]
+        cells = [percent(accuracy[c]) if c in accuracy else "-" for c in columns]
         total = "-" if updates is None else f"{sum(updates.values()):,}"
         print(f"| {variant} | " + " | ".join(cells) + f" | {entry['visual_tokens']} | {total} |")
     print(f"\n{len(test_rows)} held-out questions ({len(data['test'][0])} clips).")
