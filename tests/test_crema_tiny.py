@@ -284,19 +284,22 @@ def test_training_dataset_holds_each_rows_clip_features_as_tensors():
 def test_the_recipe_runs_end_to_end_at_toy_size(tmp_path):
     """Every stage of the recipe, wired as the command runs it (6 clips, one or two epochs each): CREMA-Synth with the given
     object size, frames at the given size, the ViT stage (in a process beside the audio encoder's), QA pre-training on the frozen ViT, CREMA training with early
-    exit, and the saved folders."""
+    exit, and the saved folders; with `--jobs 1`, the same weights."""
     import subprocess
     import sys
 
     from transformers import AutoModel
 
+    def run_recipe(work: Path, out: Path, *options: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "crema_training.crema_tiny.recipe", "--work", str(work), "--out", str(out),
+                   "--train-clips", "6", "--test-clips", "2", "--vision-epochs", "1", "--pretrain-epochs", "1",
+                   "--epochs", "2", "--early-exit-start-epoch", "1", "--early-exit-tau", "1.25",
+                   "--object-radius", "0.15", "0.2", "--image-size", "40", "--audio-epochs", "1",
+                   "--audio-tracks", "8", "--freeze-vision", *options]
+        return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
     work, out = tmp_path / "work", tmp_path / "out"
-    command = [sys.executable, "-m", "crema_training.crema_tiny.recipe", "--work", str(work), "--out", str(out),
-               "--train-clips", "6", "--test-clips", "2", "--vision-epochs", "1", "--pretrain-epochs", "1",
-               "--epochs", "2", "--early-exit-start-epoch", "1", "--early-exit-tau", "1.25",
-               "--object-radius", "0.15", "0.2", "--image-size", "40", "--audio-epochs", "1", "--audio-tracks", "8",
-               "--freeze-vision"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    result = run_recipe(work, out)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "vision pre-training epoch 1/1" in result.stdout and "pre-training epoch 1/1" in result.stdout
     assert "audio encoder epoch 1/1" in result.stdout
@@ -327,16 +330,15 @@ def test_the_recipe_runs_end_to_end_at_toy_size(tmp_path):
     from safetensors.torch import load_file
 
     work_1, out_1 = tmp_path / "work-1", tmp_path / "out-1"
-    again = subprocess.run([*command[:3], "--work", str(work_1), "--out", str(out_1), *command[7:], "--jobs", "1"],
-                           capture_output=True, text=True, timeout=600)
+    again = run_recipe(work_1, out_1, "--jobs", "1")
     assert again.returncode == 0, again.stderr[-3000:]
-    for weights in ("vision_encoder", "backbone/audio_encoder", "backbone"):
-        beside, alone = load_file(work / weights / "model.safetensors"), load_file(work_1 / weights / "model.safetensors")
-        assert beside.keys() == alone.keys() and all(torch.equal(beside[k], alone[k]) for k in alone), weights
-    for folder in ("crema-tiny", "crema-tiny-thermal"):
-        [weights] = [f.name for f in (out / folder).glob("*.safetensors")]
-        beside, alone = load_file(out / folder / weights), load_file(out_1 / folder / weights)
-        assert beside.keys() == alone.keys() and all(torch.equal(beside[k], alone[k]) for k in alone), folder
+    weight_files = [("work", f"{stage}/model.safetensors") for stage in ("vision_encoder", "backbone/audio_encoder",
+                                                                         "backbone")]
+    weight_files += [("out", str(f.relative_to(out))) for f in out.glob("crema-tiny*/*.safetensors")]
+    assert len(weight_files) == 3 + 1 + 6  # the stages, the model, its six adapters
+    for root, name in weight_files:
+        beside, alone = load_file(tmp_path / root / name), load_file(tmp_path / f"{root}-1" / name)
+        assert beside.keys() == alone.keys() and all(torch.equal(beside[k], alone[k]) for k in alone), name
 
 
 def test_a_failed_vision_stage_process_stops_the_recipe_and_names_it(tmp_path):
