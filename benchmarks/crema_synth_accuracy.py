@@ -74,7 +74,8 @@ def main() -> None:
     from crema_training.crema_tiny.backbone import build_tokenizer
     from crema_training.crema_tiny.crema_stage import build_crema, clip_features, evaluate, train_crema
     from crema_training.crema_tiny.recipe import (EARLY_EXIT_START_EPOCH, EARLY_EXIT_TAU, GROUP_BY_CLIP, MODALITIES,
-                                                  QFORMER_DROPOUT, REUSE_MODALITY_EMBEDDINGS, TARGET_TYPES, rows_of)
+                                                  LORA_DROPOUT, QFORMER_DROPOUT, REUSE_MODALITY_EMBEDDINGS,
+                                                  TARGET_TYPES, rows_of)
     from modeling_crema import CremaForConditionalGeneration
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -93,6 +94,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=None,
                         help="draw the new adapters and the training order and dropout from this seed (default: the "
                              "recipe's seeds)")
+    parser.add_argument("--lora-dropout", type=float, default=LORA_DROPOUT, help="as the recipe's")
+    parser.add_argument("--llm-dropout", action=argparse.BooleanOptionalAction, default=False,
+                        help="the frozen LLM's dropout while the adapters train (off, as in the recipe)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
@@ -126,6 +130,7 @@ def main() -> None:
         else:
             modalities = VARIANT_MODALITIES.get(variant, list(MODALITIES))
             model = build_crema(work / "backbone", tokenizer, modalities, fusion=not variant.startswith("concat"),
+                                lora_dropout=args.lora_dropout,
                                 **({} if args.seed is None else {"seed": args.seed}))
             processor = CremaProcessor.from_model_config(model.config, tokenizer)
             train_features = clip_features(model, data["train"][0], modalities)
@@ -136,6 +141,7 @@ def main() -> None:
                                   early_exit_tau=args.early_exit_tau,
                                   reuse_modality_embeddings=args.reuse_modality_embeddings,
                                   qformer_dropout=args.qformer_dropout, group_by_clip=args.group_by_clip,
+                                  llm_dropout=args.llm_dropout,
                                   **({} if args.seed is None else {"seed": args.seed}))
             updates = trainer.adapter_updates
             # the indicators are kept with early exit off too: what any τ would have done can be read from them

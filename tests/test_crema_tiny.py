@@ -295,7 +295,7 @@ def test_the_recipe_runs_end_to_end_at_toy_size(tmp_path):
                    "--train-clips", "6", "--test-clips", "2", "--vision-epochs", "1", "--pretrain-epochs", "1",
                    "--epochs", "2", "--early-exit-start-epoch", "1", "--early-exit-tau", "1.25",
                    "--object-radius", "0.15", "0.2", "--image-size", "40", "--audio-epochs", "1",
-                   "--audio-tracks", "8", "--freeze-vision", *options]
+                   "--audio-tracks", "8", "--freeze-vision", "--lora-dropout", "0.3", *options]
         return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
     work, out = tmp_path / "work", tmp_path / "out"
@@ -323,8 +323,8 @@ def test_the_recipe_runs_end_to_end_at_toy_size(tmp_path):
     assert processor_config["feature_extractor"]["num_mel_bins"] == 32  # the AST's fbank
     assert [t["question"] for t in model.config.question_templates][:2] == [
         "What colour is the object?", "What shape is the object?"]
-    for m in updates:
-        assert (out / f"crema-tiny-{m}" / "adapter_config.json").is_file()
+    for m in updates:  # each adapter trained with the given LoRA dropout
+        assert json.loads((out / f"crema-tiny-{m}" / "adapter_config.json").read_text())["lora_dropout"] == 0.3
     # the ViT stage ran in a process of its own beside the audio encoder (--jobs 2); one after the other in one
     # process (--jobs 1) every stage trains the same weights bit for bit
     from safetensors.torch import load_file

@@ -14,7 +14,7 @@ from .data import input_key
 AUDIO_ENCODER_FOLDER = "audio_encoder"
 
 
-def build_crema(backbone_folder, tokenizer, modalities, fusion: bool = True, seed: int = 0):
+def build_crema(backbone_folder, tokenizer, modalities, fusion: bool = True, seed: int = 0, lora_dropout: float = 0.0):
     """CREMA on the frozen backbone (and its audio encoder when "audio" is a modality); the new adapters' random
     parts (LoRA A, the fusion) are drawn from `seed`, so a variant starts from the same adapters whatever ran before
     it in the process."""
@@ -28,7 +28,7 @@ def build_crema(backbone_folder, tokenizer, modalities, fusion: bool = True, see
         str(backbone_folder), modalities=list(modalities), tokenizer=tokenizer, num_frames=NUM_FRAMES,
         audio_encoder=audio_encoder, num_audio_segments=NUM_AUDIO_SEGMENTS,
         fusion_modalities=list(modalities) if fusion and len(modalities) > 1 else None,
-        use_fusion=bool(fusion and len(modalities) > 1), lora_rank=8, lora_dropout=0.0,
+        use_fusion=bool(fusion and len(modalities) > 1), lora_rank=8, lora_dropout=lora_dropout,
     )
 
 
@@ -86,7 +86,7 @@ def train_crema(model, processor, rows, features, output_dir, epochs: int = 10, 
                 lr: float = 1e-3, schedule: str = "sequential", early_exit: bool = True, seed: int = 42,
                 use_cpu: bool = True, early_exit_start_epoch: int = 5,
                 early_exit_tau: float = 1.4, reuse_modality_embeddings: bool = False,
-                qformer_dropout: bool = True, group_by_clip: bool = False):
+                qformer_dropout: bool = True, group_by_clip: bool = False, llm_dropout: bool = False):
     """Trains the adapters and the fusion; returns the trainer (`trainer.adapter_updates`: updates per adapter;
     `trainer.early_exit`: the exit epochs and the per-epoch indicators). `group_by_clip`: batches of whole clips
     (all questions of a clip), each clip encoded once per sub-step (the trainer's `clip_column`)."""
@@ -99,7 +99,7 @@ def train_crema(model, processor, rows, features, output_dir, epochs: int = 10, 
         reuse_modality_embeddings=reuse_modality_embeddings, qformer_dropout=qformer_dropout, early_exit=early_exit,
         clip_column="clip_id" if group_by_clip else None,
         early_exit_tau=early_exit_tau, early_exit_start_epoch=early_exit_start_epoch, per_device_train_batch_size=batch_size,
-        num_train_epochs=epochs, learning_rate=lr, warmup_steps=10, random_resized_crop=False, llm_dropout=False,
+        num_train_epochs=epochs, learning_rate=lr, warmup_steps=10, random_resized_crop=False, llm_dropout=llm_dropout,
         save_strategy="no", eval_strategy="no", report_to=[], logging_steps=50, use_cpu=use_cpu, seed=seed,
         dataloader_num_workers=0, disable_tqdm=True,
     )
