@@ -13,8 +13,8 @@ sequential, early exit off), `concat_no_exit` (concat with early exit off: compa
 exits' effect), `sequential` (fusion, sequential, early exit: the recipe's CREMA stage again, e.g. with another
 `--early-exit-tau` / `--early-exit-start-epoch`). Every trained variant uses the recipe's settings and seed
 unless `--reuse-modality-embeddings` (reuse the other modalities' MMQA outputs in each sequential sub-step),
-`--no-qformer-dropout` (the frozen Q-Former without dropout while the adapters train), `--group-by-clip` (batches of
-whole clips, each clip encoded once per sub-step) or
+`--no-qformer-dropout` (the frozen Q-Former without dropout while the adapters train), `--no-group-by-clip` (batches
+of single questions, each question's clip encoded again), `--epochs`, `--lora-dropout` or
 `--seed` (new adapters, training order and dropout drawn from another seed) says otherwise;
 `shipped` reads its adapter update counts and exits from the recipe's `WORK/run/adapter_updates.json` and
 `early_exit.json`. The JSON output
@@ -73,8 +73,8 @@ def main() -> None:
     from crema_processing import CremaProcessor
     from crema_training.crema_tiny.backbone import build_tokenizer
     from crema_training.crema_tiny.crema_stage import build_crema, clip_features, evaluate, train_crema
-    from crema_training.crema_tiny.recipe import (EARLY_EXIT_START_EPOCH, EARLY_EXIT_TAU, GROUP_BY_CLIP, MODALITIES,
-                                                  LORA_DROPOUT, QFORMER_DROPOUT, REUSE_MODALITY_EMBEDDINGS,
+    from crema_training.crema_tiny.recipe import (CREMA_EPOCHS, EARLY_EXIT_START_EPOCH, EARLY_EXIT_TAU, GROUP_BY_CLIP,
+                                                  LORA_DROPOUT, MODALITIES, QFORMER_DROPOUT, REUSE_MODALITY_EMBEDDINGS,
                                                   TARGET_TYPES, rows_of)
     from modeling_crema import CremaForConditionalGeneration
 
@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--work", default="crema-tiny-work")
     parser.add_argument("--model", default=str(ROOT / "modeling_crema" / "pretrained" / "crema-tiny"))
     parser.add_argument("--variants", default="shipped,shipped_video_only,video,concat,joint,no_exit")
-    parser.add_argument("--epochs", type=int, default=8, help="as the recipe's --epochs")
+    parser.add_argument("--epochs", type=int, default=CREMA_EPOCHS, help="as the recipe's --epochs")
     parser.add_argument("--early-exit-start-epoch", type=int, default=EARLY_EXIT_START_EPOCH, help="as the recipe's")
     parser.add_argument("--early-exit-tau", type=float, default=EARLY_EXIT_TAU, help="as the recipe's")
     parser.add_argument("--reuse-modality-embeddings", action=argparse.BooleanOptionalAction,

@@ -56,6 +56,15 @@ def test_separate_adapter_folders_equal_the_model(model):
             assert torch.equal(state[key], value), (m, key)
 
 
+def test_adapters_were_trained_with_the_recipes_lora_dropout(model):
+    """The recipe's defaults are the committed model's settings: the one its adapter configs record must agree."""
+    from crema_training.crema_tiny.recipe import LORA_DROPOUT
+
+    for m in model.config.modality_names:
+        for folder in (MODEL / "adapters" / m, PRETRAINED / f"crema-tiny-{m}"):
+            assert json.loads((folder / "adapter_config.json").read_text())["lora_dropout"] == LORA_DROPOUT, folder
+
+
 def test_loads_without_the_crema_packages(tmp_path):
     python = python_without_crema(tmp_path)
     script = IMPORT_GUARD + (
