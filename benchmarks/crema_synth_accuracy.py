@@ -10,7 +10,9 @@ fusion), `shipped_without_<m>` (the same model with modality m left out), `video
 adapter only), `video_audio` (a CREMA trained with the video and audio adapters and their fusion), `concat`
 (every modality, no fusion), `joint` (fusion, joint updates), `no_exit` (fusion,
 sequential, early exit off), `concat_no_exit` (concat with early exit off: compares the two fusions without the
-exits' effect), `sequential` (fusion, sequential, early exit: the recipe's CREMA stage again, e.g. with another
+exits' effect), `fusion_add` and `fusion_add_no_exit` (the fusion in the authors' "reference_add" token layout: the
+fused tokens are added to the video tokens, so the LLM sees as many visual tokens as with video only; with and
+without early exit), `sequential` (fusion, sequential, early exit: the recipe's CREMA stage again, e.g. with another
 `--early-exit-tau` / `--early-exit-start-epoch`). Every trained variant uses the recipe's settings and seed
 unless `--reuse-modality-embeddings` (reuse the other modalities' MMQA outputs in each sequential sub-step),
 `--no-qformer-dropout` (the frozen Q-Former without dropout while the adapters train), `--no-group-by-clip` (batches
@@ -47,7 +49,8 @@ def visual_token_count(model, features, rows, modalities=None) -> int:
 
 
 #: The variants trained here (the `shipped*` ones read the committed model).
-TRAINED_VARIANTS = ("video", "video_audio", "concat", "joint", "no_exit", "concat_no_exit", "sequential")
+TRAINED_VARIANTS = ("video", "video_audio", "concat", "joint", "no_exit", "concat_no_exit", "fusion_add",
+                    "fusion_add_no_exit", "sequential")
 #: The modalities of the variants trained with fewer than all of the recipe's.
 VARIANT_MODALITIES = {"video": ["video"], "video_audio": ["video", "audio"]}
 
@@ -131,6 +134,7 @@ def main() -> None:
             modalities = VARIANT_MODALITIES.get(variant, list(MODALITIES))
             model = build_crema(work / "backbone", tokenizer, modalities, fusion=not variant.startswith("concat"),
                                 lora_dropout=args.lora_dropout,
+                                token_layout="reference_add" if variant.startswith("fusion_add") else "paper",
                                 **({} if args.seed is None else {"seed": args.seed}))
             processor = CremaProcessor.from_model_config(model.config, tokenizer)
             train_features = clip_features(model, data["train"][0], modalities)

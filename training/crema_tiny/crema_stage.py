@@ -14,10 +14,11 @@ from .data import input_key
 AUDIO_ENCODER_FOLDER = "audio_encoder"
 
 
-def build_crema(backbone_folder, tokenizer, modalities, fusion: bool = True, seed: int = 0, lora_dropout: float = 0.0):
+def build_crema(backbone_folder, tokenizer, modalities, fusion: bool = True, seed: int = 0, lora_dropout: float = 0.0,
+                token_layout: str = "paper"):
     """CREMA on the frozen backbone (and its audio encoder when "audio" is a modality); the new adapters' random
     parts (LoRA A, the fusion) are drawn from `seed`, so a variant starts from the same adapters whatever ran before
-    it in the process."""
+    it in the process. `token_layout` places the fused tokens (see `modeling_crema/token_layout.py`)."""
     from pathlib import Path
 
     from modeling_crema import CremaForConditionalGeneration
@@ -29,6 +30,7 @@ def build_crema(backbone_folder, tokenizer, modalities, fusion: bool = True, see
         audio_encoder=audio_encoder, num_audio_segments=NUM_AUDIO_SEGMENTS,
         fusion_modalities=list(modalities) if fusion and len(modalities) > 1 else None,
         use_fusion=bool(fusion and len(modalities) > 1), lora_rank=8, lora_dropout=lora_dropout,
+        token_layout=token_layout,
     )
 
 
