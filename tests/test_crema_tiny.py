@@ -325,6 +325,7 @@ def test_the_recipe_runs_end_to_end_at_toy_size(tmp_path):
     assert all(len(early_exit["indicators"][m]) == 2 for m in updates)
     model = AutoModel.from_pretrained(out / "crema-tiny", trust_remote_code=True)
     assert model.config.vision_config.image_size == 40
+    assert str(work) not in (out / "crema-tiny" / "config.json").read_text()  # no path of this machine is shipped
     encoder = AutoModel.from_pretrained(work / "backbone" / "audio_encoder")  # saved inside the model too
     assert all(torch.equal(p, q) for p, q in zip(model.audio_model.parameters(), encoder.parameters()))
     processor_config = json.loads((out / "crema-tiny" / "processor_config.json").read_text())
