@@ -290,7 +290,6 @@ def main(argv=None) -> None:
     result = evaluate(model, tokenizer, rows_of(data, "test"), test_features)
     print("crema-tiny held-out accuracy:", json.dumps(result), flush=True)
     model.config.question_templates = question_templates()
-    model.config.audio_config._name_or_path = ""  # the work folder's path: nothing whoever loads the model can use
     target = out / "crema-tiny"
     model.save_pretrained(target)
     processor.save_pretrained(target)

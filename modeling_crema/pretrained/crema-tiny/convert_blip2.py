@@ -71,7 +71,10 @@ def crema_from_blip2(
     blip2 = blip2_model_or_path
     audio_model = load_audio_encoder(audio_encoder) if audio_encoder is not None else None
     if audio_model is not None:
-        config_kwargs["audio_config"] = audio_model.config.to_dict()
+        # without where it was loaded from: as in transformers' own saved configs, a local path means nothing elsewhere
+        audio_config = audio_model.config.to_dict()
+        audio_config.pop("_name_or_path", None)
+        config_kwargs["audio_config"] = audio_config
     config = crema_config_from_blip2(blip2.config, modalities, **config_kwargs)
     requested, fusion = config.modalities, config.fusion_modalities
     with torch.device("meta"):
