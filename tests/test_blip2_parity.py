@@ -85,3 +85,20 @@ def test_from_blip2_path_and_decoder_only_refused(tmp_path, tokenizer):
                               vocab_size=64, word_embed_proj_dim=16).to_dict(), num_query_tokens=4))
     with pytest.raises(ValueError, match="decoder-only LLM"):
         CremaForConditionalGeneration.from_blip2(opt)
+
+
+def test_from_blip2_audio_encoder_folder_leaves_no_local_path_in_the_saved_config(tmp_path, tokenizer):
+    """The audio encoder's config is copied into CREMA's without `_name_or_path`: a folder of this machine would
+    mean nothing to whoever loads the saved model elsewhere."""
+    from transformers import ASTConfig, ASTModel
+
+    from tiny_models import tiny_audio_config
+
+    encoder_folder = tmp_path / "my-audio-encoder"
+    encoder = ASTModel(ASTConfig(**tiny_audio_config()))
+    encoder.save_pretrained(encoder_folder)
+    crema = CremaForConditionalGeneration.from_blip2(tiny_blip2(), modalities=["video", "audio"], tokenizer=tokenizer,
+                                                     num_frames=NUM_FRAMES, audio_encoder=str(encoder_folder))
+    assert crema.config.audio_config.hidden_size == encoder.config.hidden_size
+    crema.save_pretrained(tmp_path / "crema")
+    assert str(encoder_folder) not in (tmp_path / "crema" / "config.json").read_text()
